@@ -1,0 +1,370 @@
+"""Recurrent cells: whole-sequence forward with a cache, backpropagation through time, one step.
+
+Every cell works on *pre-projected* inputs: the caller computes ``xw = x @ Wx + b`` for all ``T``
+steps in one GEMM (shape ``(T, B, G*H)``, ``G`` gates), so the time loop only does the recurrent
+GEMM ``h @ Wh`` and the element-wise gate arithmetic. The backward pass returns ``dxw`` and the
+caller turns it into ``dWx``, ``db`` and ``dx`` with one GEMM each. This keeps the cells free of
+anything that is not recurrence, and puts as much arithmetic as possible outside the Python loop.
+
+Arrays are time-major: ``(T, B, ...)``. A state is a tuple of ``(B, H)`` arrays: ``(h,)`` for the
+RNN and GRU, ``(h, c)`` for the LSTM.
+
+Fused gate layouts (columns of ``Wx``, ``Wh`` and ``b``):
+
+- ``rnn``:  ``[a]``                 h = tanh(a)
+- ``lstm``: ``[i, f, o, g]``        sigmoid gates first so one slice holds all three
+- ``gru``:  ``[r, z, n]``           PyTorch's formulation: n = tanh(xw_n + r * (h @ Wh_n + bhn))
+
+Sigmoids are computed as ``0.5 * tanh(0.5 * x) + 0.5``: one ``tanh`` call covers every gate of a
+step, and ``tanh`` is SIMD-vectorised in NumPy where ``exp`` plus a division costs more passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charrnn.workspace import Workspace, scratch
+
+State = tuple[np.ndarray, ...]
+
+
+def _sigmoid_inplace(z: np.ndarray) -> np.ndarray:
+    """Logistic function of ``z``, written back into ``z``."""
+    z *= 0.5
+    np.tanh(z, out=z)
+    z *= 0.5
+    z += 0.5
+    return z
+
+
+class RNNCell:
+    """The Elman cell, ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + b_h)``."""
+
+    name = "rnn"
+    n_gates = 1
+    n_states = 1
+    extra_params: tuple[str, ...] = ()
+
+    @staticmethod
+    def forward(
+        xw: np.ndarray, state: State, p: dict, ws: Workspace | None = None, key: str = ""
+    ) -> tuple[np.ndarray, State, tuple]:
+        """Run the whole sequence.
+
+        Parameters
+        ----------
+        xw : ndarray, shape (T, B, H)
+            Input projections ``x_t @ Wx + b``.
+        state : tuple of one ndarray, shape (B, H)
+        p : dict
+            ``{"Wh": (H, H)}``.
+
+        Returns
+        -------
+        hs : ndarray, shape (T, B, H)
+        state : tuple of one ndarray, shape (B, H)
+        cache : tuple
+        """
+        T, B, H = xw.shape
+        Wh = p["Wh"]
+        hall = scratch(ws, key + "hall", (T + 1, B, H), xw.dtype)  # hall[t + 1] = h_t
+        hall[0] = state[0]
+        for t in range(T):
+            np.dot(hall[t], Wh, out=hall[t + 1])
+            hall[t + 1] += xw[t]
+            np.tanh(hall[t + 1], out=hall[t + 1])
+        return hall[1:], (hall[T].copy(),), (hall, Wh, key)
+
+    @staticmethod
+    def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
+        """Backpropagate through time.
+
+        Parameters
+        ----------
+        dhs : ndarray, shape (T, B, H)
+            Gradient of the loss with respect to each output ``h_t`` (from above).
+        dstate : tuple of (B, H) arrays or None
+            Gradient with respect to the final state (from a later chunk); None means zero.
+        cache : tuple from :meth:`forward`.
+
+        Returns
+        -------
+        dxw : ndarray, shape (T, B, H)
+        grads : dict ``{"Wh": (H, H)}``
+        dstate0 : tuple of one ndarray, shape (B, H)
+        """
+        hall, Wh, key = cache
+        T, B, H = dhs.shape
+        # tanh' for every step at once, outside the loop
+        dxw = scratch(ws, key + "dxw", (T, B, H), dhs.dtype)
+        np.square(hall[1:], out=dxw)
+        np.subtract(1.0, dxw, out=dxw)
+        dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
+        for t in range(T - 1, -1, -1):
+            dh += dhs[t]
+            dxw[t] *= dh
+            np.dot(dxw[t], Wh.T, out=dh)
+        dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, H)
+        return dxw, {"Wh": dWh}, (dh,)
+
+    @staticmethod
+    def step(xw: np.ndarray, state: State, p: dict) -> State:
+        """One step without a cache: ``xw`` (B, H) -> new state."""
+        h = state[0] @ p["Wh"]
+        h += xw
+        np.tanh(h, out=h)
+        return (h,)
+
+
+class LSTMCell:
+    """Long short-term memory cell with input, forget, output gates and candidate ``g``."""
+
+    name = "lstm"
+    n_gates = 4
+    n_states = 2
+    extra_params: tuple[str, ...] = ()
+
+    @staticmethod
+    def forward(
+        xw: np.ndarray, state: State, p: dict, ws: Workspace | None = None, key: str = ""
+    ) -> tuple[np.ndarray, State, tuple]:
+        """Run the whole sequence.
+
+        Parameters
+        ----------
+        xw : ndarray, shape (T, B, 4H)
+        state : (h0, c0), each (B, H)
+        p : dict ``{"Wh": (H, 4H)}``
+
+        Returns
+        -------
+        hs : ndarray, shape (T, B, H)
+        state : (h_T, c_T)
+        cache : tuple
+        """
+        T, B, G = xw.shape
+        H = G // 4
+        Wh = p["Wh"]
+        dt = xw.dtype
+        hall = scratch(ws, key + "hall", (T + 1, B, H), dt)
+        call = scratch(ws, key + "call", (T + 1, B, H), dt)
+        gates = scratch(ws, key + "gates", (T, B, G), dt)  # activated gates [i, f, o, g]
+        tanh_c = scratch(ws, key + "tanh_c", (T, B, H), dt)
+        ig = np.empty((B, H), dtype=dt)
+        hall[0] = state[0]
+        call[0] = state[1]
+        s = slice(0, 3 * H)
+        for t in range(T):
+            z = gates[t]
+            np.dot(hall[t], Wh, out=z)
+            z += xw[t]
+            # All four gates in one tanh: halve the sigmoid pre-activations first.
+            z[:, s] *= 0.5
+            np.tanh(z, out=z)
+            z[:, s] *= 0.5
+            z[:, s] += 0.5
+            i, f, o, g = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
+            np.multiply(f, call[t], out=call[t + 1])
+            np.multiply(i, g, out=ig)
+            call[t + 1] += ig
+            np.tanh(call[t + 1], out=tanh_c[t])
+            np.multiply(o, tanh_c[t], out=hall[t + 1])
+        return hall[1:], (hall[T].copy(), call[T].copy()), (hall, call, gates, tanh_c, Wh, key)
+
+    @staticmethod
+    def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
+        """Backpropagate through time; see :meth:`RNNCell.backward` for the shapes.
+
+        Returns ``dxw`` (T, B, 4H), ``{"Wh": (H, 4H)}`` and ``(dh0, dc0)``.
+        """
+        hall, call, gates, tanh_c, Wh, key = cache
+        T, B, H = dhs.shape
+        dt = dhs.dtype
+        i, f, o, g = (gates[..., k * H : (k + 1) * H] for k in range(4))
+        # Everything that does not depend on the incoming gradient, for all T at once:
+        #   dz_i = dc * g * i(1-i)      dz_f = dc * c_prev * f(1-f)
+        #   dz_o = dh * tanh(c) * o(1-o) dz_g = dc * i * (1-g^2)
+        #   dc  += dh * o * (1 - tanh(c)^2)
+        mult = scratch(ws, key + "mult", gates.shape, dt)
+        # s(1-s) for the three sigmoid gates in one pass: s - s^2
+        sig, msig = gates[..., : 3 * H], mult[..., : 3 * H]
+        np.square(sig, out=msig)
+        np.subtract(sig, msig, out=msig)
+        mult[..., :H] *= g
+        mult[..., H : 2 * H] *= call[:-1]
+        mult[..., 2 * H : 3 * H] *= tanh_c
+        np.square(g, out=mult[..., 3 * H :])
+        np.subtract(1.0, mult[..., 3 * H :], out=mult[..., 3 * H :])
+        mult[..., 3 * H :] *= i
+        dc_from_h = scratch(ws, key + "dc_from_h", tanh_c.shape, dt)
+        np.square(tanh_c, out=dc_from_h)
+        np.subtract(1.0, dc_from_h, out=dc_from_h)
+        dc_from_h *= o
+
+        dxw = scratch(ws, key + "dxw", gates.shape, dt)
+        if dstate is None:
+            dh = np.zeros((B, H), dtype=dhs.dtype)
+            dc = np.zeros((B, H), dtype=dhs.dtype)
+        else:
+            dh, dc = dstate[0].copy(), dstate[1].copy()
+        tmp = np.empty((B, H), dtype=dhs.dtype)
+        for t in range(T - 1, -1, -1):
+            dh += dhs[t]
+            np.multiply(dh, dc_from_h[t], out=tmp)
+            dc += tmp
+            dz = dxw[t]
+            # i, f and g take dc, o takes dh (one call per gate: broadcasting over a gate
+            # axis is several times slower in NumPy than four contiguous multiplies)
+            m = mult[t]
+            np.multiply(dc, m[:, :H], out=dz[:, :H])
+            np.multiply(dc, m[:, H : 2 * H], out=dz[:, H : 2 * H])
+            np.multiply(dh, m[:, 2 * H : 3 * H], out=dz[:, 2 * H : 3 * H])
+            np.multiply(dc, m[:, 3 * H :], out=dz[:, 3 * H :])
+            dc *= f[t]
+            np.dot(dz, Wh.T, out=dh)
+        dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, 4 * H)
+        return dxw, {"Wh": dWh}, (dh, dc)
+
+    @staticmethod
+    def step(xw: np.ndarray, state: State, p: dict) -> State:
+        """One step without a cache: ``xw`` (B, 4H) -> ``(h, c)``."""
+        h, c = state
+        H = h.shape[1]
+        z = h @ p["Wh"]
+        z += xw
+        z[:, : 3 * H] *= 0.5
+        np.tanh(z, out=z)
+        z[:, : 3 * H] *= 0.5
+        z[:, : 3 * H] += 0.5
+        c = c * z[:, H : 2 * H]
+        c += z[:, :H] * z[:, 3 * H :]
+        h = np.tanh(c)
+        h *= z[:, 2 * H : 3 * H]
+        return (h, c)
+
+
+class GRUCell:
+    """Gated recurrent unit in PyTorch's formulation.
+
+    ``r = s(xw_r + h Wh_r)``, ``z = s(xw_z + h Wh_z)``, ``n = tanh(xw_n + r * (h Wh_n + bhn))``,
+    ``h' = (1 - z) * n + z * h``. The recurrent bias of the candidate, ``bhn``, cannot be folded
+    into ``b`` because ``r`` multiplies it, so it is a parameter of its own.
+    """
+
+    name = "gru"
+    n_gates = 3
+    n_states = 1
+    extra_params: tuple[str, ...] = ("bhn",)
+
+    @staticmethod
+    def forward(
+        xw: np.ndarray, state: State, p: dict, ws: Workspace | None = None, key: str = ""
+    ) -> tuple[np.ndarray, State, tuple]:
+        """Run the whole sequence.
+
+        Parameters
+        ----------
+        xw : ndarray, shape (T, B, 3H)
+        state : (h0,), (B, H)
+        p : dict ``{"Wh": (H, 3H), "bhn": (H,)}``
+
+        Returns
+        -------
+        hs : ndarray, shape (T, B, H)
+        state : (h_T,)
+        cache : tuple
+        """
+        T, B, G = xw.shape
+        H = G // 3
+        Wh, bhn = p["Wh"], p["bhn"]
+        dt = xw.dtype
+        hall = scratch(ws, key + "hall", (T + 1, B, H), dt)
+        gates = scratch(ws, key + "gates", (T, B, G), dt)  # activated [r, z, n]
+        hn = scratch(ws, key + "hn", (T, B, H), dt)  # h @ Wh_n + bhn, needed for dr
+        hw = np.empty((B, G), dtype=dt)
+        hall[0] = state[0]
+        for t in range(T):
+            np.dot(hall[t], Wh, out=hw)
+            rz = gates[t, :, : 2 * H]
+            np.add(hw[:, : 2 * H], xw[t, :, : 2 * H], out=rz)
+            _sigmoid_inplace(rz)
+            np.add(hw[:, 2 * H :], bhn, out=hn[t])
+            n = gates[t, :, 2 * H :]
+            np.multiply(rz[:, :H], hn[t], out=n)
+            n += xw[t, :, 2 * H :]
+            np.tanh(n, out=n)
+            # h' = n + z * (h - n)
+            h_new = hall[t + 1]
+            np.subtract(hall[t], n, out=h_new)
+            h_new *= rz[:, H:]
+            h_new += n
+        return hall[1:], (hall[T].copy(),), (hall, gates, hn, Wh, key)
+
+    @staticmethod
+    def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
+        """Backpropagate through time; see :meth:`RNNCell.backward` for the shapes.
+
+        Returns ``dxw`` (T, B, 3H), ``{"Wh": (H, 3H), "bhn": (H,)}`` and ``(dh0,)``.
+        """
+        hall, gates, hn, Wh, key = cache
+        T, B, H = dhs.shape
+        dt = dhs.dtype
+        r, z, n = (gates[..., k * H : (k + 1) * H] for k in range(3))
+        # Multipliers independent of the incoming gradient, for all T at once:
+        #   dn_pre = dh * (1-z)(1-n^2)          dz_pre = dh * (h_prev - n) z(1-z)
+        #   dr_pre = dn_pre * hn r(1-r)         dhn    = dn_pre * r
+        one_minus_z = scratch(ws, key + "one_minus_z", z.shape, dt)
+        np.subtract(1.0, z, out=one_minus_z)
+        a_n = scratch(ws, key + "a_n", n.shape, dt)
+        np.square(n, out=a_n)
+        np.subtract(1.0, a_n, out=a_n)
+        a_n *= one_minus_z
+        a_z = scratch(ws, key + "a_z", z.shape, dt)
+        np.subtract(hall[:-1], n, out=a_z)
+        a_z *= z
+        a_z *= one_minus_z
+        a_r = scratch(ws, key + "a_r", r.shape, dt)
+        np.square(r, out=a_r)
+        np.subtract(r, a_r, out=a_r)
+        a_r *= hn
+
+        dxw = scratch(ws, key + "dxw", gates.shape, dt)
+        dhw = scratch(ws, key + "dhw", gates.shape, dt)  # grad of h @ Wh (+ bhn): [r, z, n]
+        dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
+        rec = np.empty((B, H), dtype=dhs.dtype)
+        for t in range(T - 1, -1, -1):
+            dh += dhs[t]
+            dn_pre = dxw[t, :, 2 * H :]
+            np.multiply(dh, a_n[t], out=dn_pre)
+            np.multiply(dh, a_z[t], out=dhw[t, :, H : 2 * H])
+            np.multiply(dn_pre, a_r[t], out=dhw[t, :, :H])
+            np.multiply(dn_pre, r[t], out=dhw[t, :, 2 * H :])
+            np.dot(dhw[t], Wh.T, out=rec)
+            dh *= z[t]
+            dh += rec
+        dxw[..., : 2 * H] = dhw[..., : 2 * H]
+        dWh = hall[:-1].reshape(-1, H).T @ dhw.reshape(-1, 3 * H)
+        dbhn = dhw[..., 2 * H :].sum(axis=(0, 1))
+        return dxw, {"Wh": dWh, "bhn": dbhn}, (dh,)
+
+    @staticmethod
+    def step(xw: np.ndarray, state: State, p: dict) -> State:
+        """One step without a cache: ``xw`` (B, 3H) -> ``(h,)``."""
+        h = state[0]
+        H = h.shape[1]
+        hw = h @ p["Wh"]
+        rz = hw[:, : 2 * H]
+        rz += xw[:, : 2 * H]
+        _sigmoid_inplace(rz)
+        n = hw[:, 2 * H :]
+        n += p["bhn"]
+        n *= rz[:, :H]
+        n += xw[:, 2 * H :]
+        np.tanh(n, out=n)
+        h_new = h - n
+        h_new *= rz[:, H:]
+        h_new += n
+        return (h_new,)
+
+
+CELLS: dict[str, type] = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}

@@ -1,0 +1,179 @@
+"""Train/validation splits and truncated-BPTT batches over a 1-D array of symbol ids.
+
+Batches follow char-rnn: the text is cut into ``batch_size`` equal, contiguous streams that are
+read side by side, ``seq_length`` characters at a time. Column ``b`` of chunk ``k + 1`` continues
+exactly where column ``b`` of chunk ``k`` stopped, so the recurrent state left by one chunk is
+the right initial state for the next. Everything here is slicing and reshaping of views, so an
+``np.memmap`` corpus is only read one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["BPTTBatches", "split_train_validation"]
+
+
+def _check_ids(ids: np.ndarray) -> np.ndarray:
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(f"ids must be a 1-D integer array, got {ids.ndim}-D array of {ids.dtype}")
+    return ids
+
+
+def split_train_validation(
+    ids: np.ndarray, validation_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split off the last ``validation_fraction`` of the text for validation.
+
+    A contiguous tail (rather than random characters or chunks) keeps validation text unseen
+    as a whole, as char-rnn does, and costs no copy.
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n,)
+        Encoded text; an ``np.memmap`` stays unread.
+    validation_fraction : float
+        In [0, 1). ``0`` gives an empty validation array.
+
+    Returns
+    -------
+    train_ids : ndarray of shape (n - n_val,)
+        View of the head of ``ids``.
+    val_ids : ndarray of shape (n_val,)
+        View of the tail of ``ids``, ``n_val = round(n * validation_fraction)``, never all of it.
+    """
+    ids = _check_ids(ids)
+    if isinstance(validation_fraction, bool) or not isinstance(
+        validation_fraction, int | float | np.integer | np.floating
+    ):
+        raise TypeError(f"validation_fraction must be a number, got {validation_fraction!r}")
+    frac = float(validation_fraction)
+    if not (math.isfinite(frac) and 0.0 <= frac < 1.0):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    n = len(ids)
+    # Rounding may not take the whole text: a fraction < 1 always leaves some training data.
+    n_val = min(round(n * frac), max(n - 1, 0))
+    return ids[: n - n_val], ids[n - n_val :]
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class BPTTBatches:
+    """Chunks of ``seq_length`` steps over ``batch_size`` parallel streams (char-rnn's scheme).
+
+    With ``L = (len(ids) - 1) // batch_size``, stream ``b`` is ``ids[b*L : (b+1)*L + 1]``
+    (the one-character overlap supplies the last target). Chunk ``k`` holds, for every stream,
+    inputs ``stream[k*T : (k+1)*T]`` and targets ``stream[k*T + 1 : (k+1)*T + 1]``. Only full
+    chunks are produced; the tail of each stream that does not fill one is unused.
+
+    Parameters
+    ----------
+    ids : ndarray of shape (n,)
+        Encoded text, any integer dtype; may be an ``np.memmap``.
+    batch_size : int
+        Number of parallel streams ``B``.
+    seq_length : int
+        Time steps per chunk ``T`` (the truncated-BPTT length).
+
+    Attributes
+    ----------
+    batch_size, seq_length : int
+    stream_length : int
+        ``L``, input characters per stream.
+    n_chunks : int
+        ``L // T``, the number of chunks (``len(self)``).
+    chars_per_chunk : int
+        ``B * T``, predicted characters per chunk.
+
+    Raises
+    ------
+    ValueError
+        If the text is shorter than one chunk (``batch_size * seq_length + 1`` characters).
+
+    Examples
+    --------
+    >>> batches = BPTTBatches(np.arange(21), batch_size=2, seq_length=3)
+    >>> inputs, targets = batches[0]
+    >>> inputs.T.tolist(), targets.T.tolist()
+    ([[0, 1, 2], [10, 11, 12]], [[1, 2, 3], [11, 12, 13]])
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int) -> None:
+        ids = _check_ids(ids)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.seq_length = _positive_int("seq_length", seq_length)
+        n, B, T = len(ids), self.batch_size, self.seq_length
+        self.stream_length = max(n - 1, 0) // B
+        self.n_chunks = self.stream_length // T
+        if self.n_chunks == 0:
+            raise ValueError(
+                f"the text ({n} characters) is shorter than one training chunk "
+                f"(batch_size*seq_length+1 = {B}*{T}+1 = {B * T + 1} characters); "
+                "use a smaller batch_size or seq_length"
+            )
+        self.chars_per_chunk = B * T
+        L = self.stream_length
+        # Row b of each view is stream b; targets are the same streams one character later.
+        # Reshaping a 1-D slice is always a view, even for a strided or memory-mapped array.
+        self._inputs = ids[: B * L].reshape(B, L)  # (B, L)
+        self._targets = ids[1 : B * L + 1].reshape(B, L)  # (B, L)
+
+    def __len__(self) -> int:
+        return self.n_chunks
+
+    def __repr__(self) -> str:
+        return (
+            f"BPTTBatches(batch_size={self.batch_size}, seq_length={self.seq_length}, "
+            f"n_chunks={self.n_chunks})"
+        )
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``k`` (negative counts from the end).
+
+        Returns
+        -------
+        inputs : ndarray of shape (T, B), dtype intp
+        targets : ndarray of shape (T, B), dtype intp
+            ``targets[t, b]`` is the character after ``inputs[t, b]`` in stream ``b``.
+        """
+        k = operator.index(k)
+        if k < 0:
+            k += self.n_chunks
+        if not 0 <= k < self.n_chunks:
+            raise IndexError(f"chunk index {k} out of range for {self.n_chunks} chunks")
+        cols = slice(k * self.seq_length, (k + 1) * self.seq_length)
+        # Time-major C-contiguous copies: the network reads one (B,) row per step.
+        inputs = np.array(self._inputs[:, cols].T, dtype=np.intp, order="C")
+        targets = np.array(self._targets[:, cols].T, dtype=np.intp, order="C")
+        return inputs, targets
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for k in range(self.n_chunks):
+            yield self[k]
+
+    def iter_from(self, start: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(k, inputs, targets)`` for ``k = start .. n_chunks - 1``.
+
+        Used to resume an epoch part-way; ``start == n_chunks`` yields nothing.
+        """
+        start = operator.index(start)
+        if not 0 <= start <= self.n_chunks:
+            raise ValueError(f"start must be in [0, {self.n_chunks}], got {start}")
+        for k in range(start, self.n_chunks):
+            yield (k, *self[k])

@@ -1,0 +1,422 @@
+"""The stacked character network: embedding -> recurrent layers (+ dropout) -> dense -> softmax.
+
+Everything here is a plain function of ``(params, config, ...)``; the parameters are a flat
+``dict[str, ndarray]`` that the optimiser updates in place, and hidden state is passed in and
+returned so truncated BPTT can carry it from one chunk to the next. There are no globals.
+
+Parameter names and shapes (``V`` vocabulary, ``E`` embedding, ``H`` hidden, ``G`` cell gates):
+
+==========  =============  =====================================================
+key         shape          meaning
+==========  =============  =====================================================
+embed       (V, E)         input embedding (only when ``embedding_dim`` is set)
+l{k}.Wx     (D, G*H)       layer ``k`` input weights; D = V (one-hot), E, or H
+l{k}.Wh     (H, G*H)       layer ``k`` recurrent weights
+l{k}.b      (G*H,)         layer ``k`` bias (input and recurrent biases folded)
+l{k}.bhn    (H,)           GRU only: recurrent bias of the candidate
+Why         (H, V)         output weights
+by          (V,)           output bias
+==========  =============  =====================================================
+
+With one-hot input the first layer's projection ``onehot(x) @ Wx`` is a row gather ``Wx[x]``,
+and its gradient a scatter-add; no one-hot matrix is ever built on the forward path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from charrnn.cells import CELLS
+from charrnn.workspace import Workspace, scratch
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The shape of a network.
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}
+    vocab_size : int
+        Number of symbols ``V`` (input and output).
+    hidden_size : int
+        Units per recurrent layer ``H``.
+    num_layers : int
+    embedding_dim : int or None
+        Size of a learned input embedding; None feeds one-hot vectors.
+    dropout : float
+        Inverted-dropout probability on each layer's output (between layers and before the
+        dense output layer); 0 disables it.
+    dtype : {"float32", "float64"}
+    """
+
+    cell: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int = 1
+    embedding_dim: int | None = None
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        for name in ("vocab_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.embedding_dim is not None and (
+            not isinstance(self.embedding_dim, int | np.integer) or self.embedding_dim < 1
+        ):
+            raise ValueError(
+                f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    @property
+    def cell_class(self):
+        return CELLS[self.cell]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _orthogonal(rng: np.random.Generator, n: int, dtype) -> np.ndarray:
+    """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed for uniformity)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    q *= np.sign(np.diag(r))
+    return q.astype(dtype)
+
+
+def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -> np.ndarray:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
+
+
+def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Initialise parameters.
+
+    Glorot-uniform input and output weights, an orthogonal matrix for each gate block of the
+    recurrent weights (keeps early gradients from vanishing or exploding through time), zero
+    biases, and an LSTM forget-gate bias of 1 so the cell starts out remembering.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Shapes as in the module docstring.
+    """
+    dt = np.dtype(config.dtype)
+    V, H, G = config.vocab_size, config.hidden_size, config.cell_class.n_gates
+    params: dict[str, np.ndarray] = {}
+    if config.embedding_dim is not None:
+        params["embed"] = rng.standard_normal((V, config.embedding_dim)).astype(dt)
+    for k in range(config.num_layers):
+        d_in = H if k > 0 else (config.embedding_dim or V)
+        params[f"l{k}.Wx"] = _glorot(rng, d_in, G * H, dt)
+        params[f"l{k}.Wh"] = np.concatenate([_orthogonal(rng, H, dt) for _ in range(G)], axis=1)
+        b = np.zeros(G * H, dtype=dt)
+        if config.cell == "lstm":
+            b[H : 2 * H] = 1.0  # forget gate
+        params[f"l{k}.b"] = b
+        if config.cell == "gru":
+            params[f"l{k}.bhn"] = np.zeros(H, dtype=dt)
+    params["Why"] = _glorot(rng, H, V, dt)
+    params["by"] = np.zeros(V, dtype=dt)
+    return params
+
+
+def init_state(config: NetworkConfig, batch_size: int) -> list[tuple[np.ndarray, ...]]:
+    """Zero hidden state: a list over layers of tuples of (B, H) arrays."""
+    n_states = config.cell_class.n_states
+    shape = (batch_size, config.hidden_size)
+    return [
+        tuple(np.zeros(shape, dtype=config.dtype) for _ in range(n_states))
+        for _ in range(config.num_layers)
+    ]
+
+
+def _layer_params(params: dict, config: NetworkConfig, k: int) -> dict:
+    p = {"Wh": params[f"l{k}.Wh"]}
+    for name in config.cell_class.extra_params:
+        p[name] = params[f"l{k}.{name}"]
+    return p
+
+
+def _input_projection(params: dict, config: NetworkConfig, inputs: np.ndarray, ws=None):
+    """First layer's ``x @ Wx + b`` for all steps: (T, B) ids -> (T, B, G*H), plus the input x."""
+    Wx, b = params["l0.Wx"], params["l0.b"]
+    T, B = inputs.shape
+    xw = scratch(ws, "l0.xw", (T, B, Wx.shape[1]), Wx.dtype)
+    if config.embedding_dim is None:
+        np.take(Wx, inputs, axis=0, out=xw)  # one-hot @ Wx is a row gather
+        xw += b
+        return xw, None
+    x = params["embed"][inputs]  # (T, B, E)
+    np.dot(x.reshape(T * B, -1), Wx, out=xw.reshape(T * B, -1))
+    xw += b
+    return xw, x
+
+
+def forward(
+    params: dict,
+    config: NetworkConfig,
+    inputs: np.ndarray,
+    state: list,
+    rng: np.random.Generator | None = None,
+    train: bool = False,
+    workspace: Workspace | None = None,
+):
+    """Forward pass through all layers up to the top hidden sequence.
+
+    Parameters
+    ----------
+    inputs : ndarray of int, shape (T, B)
+    state : list over layers of tuples of (B, H) arrays
+    rng : Generator, required when ``train`` and dropout > 0
+    train : bool
+        Apply dropout.
+    workspace : Workspace, optional
+        Reuse scratch arrays across calls (training loops); the returned arrays are then only
+        valid until the next call with the same workspace.
+
+    Returns
+    -------
+    top : ndarray, shape (T, B, H)
+        Output of the last layer (after dropout when training).
+    new_state : list over layers of tuples of (B, H)
+    caches : list
+        Per layer ``(layer_input, cell_cache, dropout_mask)``, for :func:`backward`.
+    """
+    cell = config.cell_class
+    T, B = inputs.shape
+    use_dropout = train and config.dropout > 0.0
+    if use_dropout and rng is None:
+        raise ValueError("rng is required for dropout in training mode")
+    keep = 1.0 - config.dropout
+    ws = workspace
+    xw, x = _input_projection(params, config, inputs, ws)
+    out = None
+    new_state, caches = [], []
+    for k in range(config.num_layers):
+        if k > 0:
+            x = out
+            Wx = params[f"l{k}.Wx"]
+            xw = scratch(ws, f"l{k}.xw", (T, B, Wx.shape[1]), Wx.dtype)
+            np.dot(out.reshape(T * B, -1), Wx, out=xw.reshape(T * B, -1))
+            xw += params[f"l{k}.b"]
+        p = _layer_params(params, config, k)
+        hs, st, cache = cell.forward(xw, state[k], p, ws, f"l{k}.")
+        new_state.append(st)
+        mask = None
+        out = hs
+        if use_dropout:
+            mask = scratch(ws, f"l{k}.mask", hs.shape, hs.dtype)
+            rng.random(out=mask)
+            # keep with probability `keep`, scaled by 1/keep (inverted dropout)
+            np.less(mask, keep, out=mask)
+            mask *= 1.0 / keep
+            out = scratch(ws, f"l{k}.dropped", hs.shape, hs.dtype)
+            np.multiply(hs, mask, out=out)
+        caches.append((x, cache, mask))
+    return out, new_state, caches
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax over the last axis (max subtracted first)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
+
+
+def forward_logits(params: dict, config: NetworkConfig, inputs: np.ndarray, state: list):
+    """Logits for every step (inference: no dropout, no gradient).
+
+    Returns
+    -------
+    logits : ndarray, shape (T, B, V)
+    new_state : list over layers of tuples of (B, H)
+    top : ndarray, shape (T, B, H)
+        Top-layer hidden states.
+    """
+    top, new_state, _ = forward(params, config, inputs, state)
+    T, B, H = top.shape
+    logits = top.reshape(T * B, H) @ params["Why"]
+    logits += params["by"]
+    return logits.reshape(T, B, -1), new_state, top
+
+
+def loss_and_grads(
+    params: dict,
+    config: NetworkConfig,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    state: list,
+    rng: np.random.Generator | None = None,
+    train: bool = True,
+    workspace: Workspace | None = None,
+):
+    """Mean cross-entropy per character and the gradient of every parameter.
+
+    Parameters
+    ----------
+    inputs, targets : ndarray of int, shape (T, B)
+    state : list over layers of tuples of (B, H)
+        State at the start of the chunk; no gradient flows into it (truncated BPTT).
+    rng : Generator for dropout masks.
+    train : bool
+        Apply dropout.
+    workspace : Workspace, optional
+        Scratch arrays reused from call to call (see :mod:`charrnn.workspace`). The returned
+        gradients then live in the workspace and are overwritten by the next call.
+
+    Returns
+    -------
+    loss : float
+        Mean negative log-likelihood per character, nats.
+    grads : dict of str to ndarray, same keys and shapes as ``params``
+    new_state : list over layers of tuples of (B, H)
+    """
+    T, B = inputs.shape
+    N = T * B
+    ws = workspace
+    top, new_state, caches = forward(params, config, inputs, state, rng, train, ws)
+    H = top.shape[-1]
+    top2 = top.reshape(N, H)
+    probs = scratch(ws, "probs", (N, config.vocab_size), top.dtype)
+    np.dot(top2, params["Why"], out=probs)
+    probs += params["by"]
+    # softmax cross-entropy, in place on the logits buffer
+    probs -= probs.max(axis=1, keepdims=True)
+    rows = np.arange(N)
+    tgt = targets.reshape(N)
+    target_logit = probs[rows, tgt].astype(np.float64)
+    np.exp(probs, out=probs)
+    sums = probs.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(sums[:, 0].astype(np.float64)) - target_logit))
+    sums *= N  # fold the 1/N of the mean into the normalisation
+    probs /= sums
+    probs[rows, tgt] -= 1.0 / N
+    dlogits = probs
+
+    grads = backward(params, config, inputs, top2, dlogits, caches, ws)
+    return loss, grads, new_state
+
+
+def backward(
+    params: dict,
+    config: NetworkConfig,
+    inputs: np.ndarray,
+    top2: np.ndarray,
+    dlogits: np.ndarray,
+    caches: list,
+    workspace: Workspace | None = None,
+) -> dict[str, np.ndarray]:
+    """Gradients of every parameter.
+
+    Parameters
+    ----------
+    inputs : ndarray of int, shape (T, B)
+    top2 : ndarray, shape (T*B, H)
+        Top-layer output fed to the dense layer.
+    dlogits : ndarray, shape (T*B, V)
+        Gradient of the loss with respect to the logits.
+    caches : list from :func:`forward`.
+
+    Returns
+    -------
+    dict of str to ndarray, keys and shapes as ``params``.
+    """
+    cell = config.cell_class
+    ws = workspace
+    T, B = inputs.shape
+    grads: dict[str, np.ndarray] = {}
+    grads["Why"] = top2.T @ dlogits
+    grads["by"] = dlogits.sum(axis=0)
+    dout = scratch(ws, "dtop", (T, B, top2.shape[1]), top2.dtype)
+    np.dot(dlogits, params["Why"].T, out=dout.reshape(T * B, -1))
+    for k in range(config.num_layers - 1, -1, -1):
+        x, cache, mask = caches[k]
+        if mask is not None:
+            dout *= mask
+        dxw, g, _ = cell.backward(dout, None, cache, ws)
+        grads[f"l{k}.Wh"] = g["Wh"]
+        for name in cell.extra_params:
+            grads[f"l{k}.{name}"] = g[name]
+        dxw2 = dxw.reshape(T * B, -1)
+        grads[f"l{k}.b"] = dxw2.sum(axis=0)
+        Wx = params[f"l{k}.Wx"]
+        if k == 0 and config.embedding_dim is None:
+            grads["l0.Wx"] = _scatter_rows(inputs.reshape(-1), dxw2, Wx.shape[0])
+            continue
+        grads[f"l{k}.Wx"] = x.reshape(T * B, -1).T @ dxw2
+        dx = scratch(ws, f"l{k}.dx", (T * B, Wx.shape[0]), Wx.dtype)
+        np.dot(dxw2, Wx.T, out=dx)
+        if k > 0:
+            dout = dx.reshape(T, B, -1)
+        else:
+            grads["embed"] = _scatter_rows(inputs.reshape(-1), dx, params["embed"].shape[0])
+    return {name: grads[name] for name in params}
+
+
+def _scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """``out[i] = sum of rows[j] where ids[j] == i`` -- the gradient of a row gather.
+
+    ids : (N,) ints in [0, n); rows : (N, D) -> (n, D).
+    """
+    if n <= 1024:
+        # A one-hot (n, N) @ (N, D) GEMM beats np.add.at by 10x at character vocabularies.
+        onehot = np.zeros((n, ids.shape[0]), dtype=rows.dtype)
+        onehot[ids, np.arange(ids.shape[0])] = 1.0
+        return onehot @ rows
+    # Large vocabularies: sort the rows by id and sum each run.
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
+    out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
+def step(params: dict, config: NetworkConfig, ids: np.ndarray, state: list):
+    """One generation step without caches.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (B,)
+    state : list over layers of tuples of (B, H)
+
+    Returns
+    -------
+    logits : ndarray, shape (B, V)
+    new_state : list over layers of tuples of (B, H)
+    """
+    cell = config.cell_class
+    if config.embedding_dim is None:
+        xw = params["l0.Wx"][ids]
+    else:
+        xw = params["embed"][ids] @ params["l0.Wx"]
+    xw += params["l0.b"]
+    new_state = []
+    h = None
+    for k in range(config.num_layers):
+        if k > 0:
+            xw = h @ params[f"l{k}.Wx"]
+            xw += params[f"l{k}.b"]
+        st = cell.step(xw, state[k], _layer_params(params, config, k))
+        new_state.append(st)
+        h = st[0]
+    logits = h @ params["Why"]
+    logits += params["by"]
+    return logits, new_state
+
+
+def n_parameters(params: dict) -> int:
+    """Total number of scalar parameters."""
+    return int(sum(p.size for p in params.values()))

@@ -1,0 +1,491 @@
+"""Optimisers that update a dict of NumPy parameters in place, gradient clipping, LR schedules.
+
+The network owns its parameter arrays. An optimiser keeps references to them plus, for every
+parameter, its state buffers (moment estimates, accumulators) and one scratch buffer, all of the
+parameter's shape and dtype. A step is a fixed sequence of in-place ufuncs writing into those
+buffers, so training allocates nothing per batch. The update rules follow PyTorch's defaults
+(no weight decay, no AMSGrad, no centring), which makes results comparable with torch.optim.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Adagrad",
+    "Adam",
+    "LRSchedule",
+    "Optimizer",
+    "RMSprop",
+    "SGD",
+    "clip_grad_norm",
+    "make_optimizer",
+]
+
+
+_REAL_TYPES = (int, float, np.integer, np.floating)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bool | np.bool_) or not isinstance(value, _REAL_TYPES):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any) -> float:
+    x = _real(name, value)
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return x
+
+
+def _fraction(name: str, value: Any) -> float:
+    """Validate a decay rate in [0, 1): 1 would freeze the average at its initial zeros."""
+    x = _real(name, value)
+    if not 0.0 <= x < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return x
+
+
+def _nonnegative(name: str, value: Any) -> float:
+    x = _real(name, value)
+    if not (math.isfinite(x) and x >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+class Optimizer:
+    """Base class: parameter bookkeeping, the step loop and state (de)serialisation.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        The arrays to optimise (float32 or float64, any shape). They are updated in place; the
+        optimiser stores references, so the caller must not replace them with new arrays.
+    lr : float
+        Learning rate, > 0.
+    **hyper
+        Subclass hyperparameters, validated by the subclass.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray
+        The parameter arrays (same objects as passed in).
+    steps : int
+        Number of updates applied so far (used by Adam's bias correction).
+    """
+
+    name: ClassVar[str] = ""
+    slots: ClassVar[tuple[str, ...]] = ()
+    # Hyperparameter name -> validator; the same checks run in __init__ and load_state_dict.
+    checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": _positive}
+
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float, **hyper: Any) -> None:
+        if not isinstance(params, Mapping) or not params:
+            raise ValueError("params must be a non-empty dict of parameter name -> ndarray")
+        for key, p in params.items():
+            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params[{key!r}] must be a float32 or float64 ndarray")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{key!r}] is read-only; the optimiser updates in place")
+        self.params: dict[str, np.ndarray] = dict(params)
+        self._hyper = self._validate({"lr": lr, **hyper})
+        self.steps = 0
+        # State dtype follows each parameter so float32 models keep float32 moments.
+        self._state = {
+            slot: {k: np.zeros(p.shape, dtype=p.dtype) for k, p in self.params.items()}
+            for slot in self.slots
+        }
+        self._scratch = {k: np.empty(p.shape, dtype=p.dtype) for k, p in self.params.items()}
+        # One tuple per parameter so the hot loop does no dict look-ups.
+        self._groups = [
+            (k, p, self._scratch[k], tuple(self._state[s][k] for s in self.slots))
+            for k, p in self.params.items()
+        ]
+
+    def _validate(self, hyper: dict[str, Any]) -> dict[str, Any]:
+        return {key: check(key, hyper[key]) for key, check in self.checks.items()}
+
+    def _update(self, p: np.ndarray, g: np.ndarray, s: np.ndarray, bufs: tuple, lr: float) -> None:
+        raise NotImplementedError
+
+    @property
+    def lr(self) -> float:
+        """The base learning rate (a schedule passes ``lr=`` to :meth:`step` instead)."""
+        return self._hyper["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._hyper["lr"] = _positive("lr", value)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """A copy of the hyperparameters, ``lr`` included."""
+        return dict(self._hyper)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())
+        return f"{type(self).__name__}({args})"
+
+    def step(self, grads: Mapping[str, np.ndarray], lr: float | None = None) -> None:
+        """Apply one update to every parameter, in place.
+
+        Parameters
+        ----------
+        grads : dict of str to ndarray
+            Gradient of the loss for every parameter, same keys and shapes as ``params``.
+        lr : float, optional
+            Learning rate for this step only (e.g. base lr times a schedule factor); >= 0.
+        """
+        lr = self._hyper["lr"] if lr is None else _nonnegative("lr", lr)
+        if grads.keys() != self.params.keys():
+            missing = sorted(self.params.keys() - grads.keys())
+            extra = sorted(grads.keys() - self.params.keys())
+            raise ValueError(f"grads keys differ from params: missing {missing}, extra {extra}")
+        # Check every shape before touching anything so a bad call never half-applies an update.
+        for key, p in self.params.items():
+            if np.shape(grads[key]) != p.shape:
+                raise ValueError(
+                    f"grads[{key!r}] has shape {np.shape(grads[key])}, expected {p.shape}"
+                )
+        self.steps += 1
+        for key, p, s, bufs in self._groups:
+            self._update(p, grads[key], s, bufs, lr)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume bit-exactly, as a flat dict of arrays (npz-storable).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``"<name>.step"`` (0-d int64), ``"<name>.<hyper>"`` (0-d) and
+            ``"<name>.<slot>.<param>"`` (copies of the state buffers, parameter shape and dtype).
+        """
+        state: dict[str, np.ndarray] = {f"{self.name}.step": np.array(self.steps, dtype=np.int64)}
+        for hname, value in self._hyper.items():
+            state[f"{self.name}.{hname}"] = np.array(value)
+        for slot, bufs in self._state.items():
+            for key, buf in bufs.items():
+                state[f"{self.name}.{slot}.{key}"] = buf.copy()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore a :meth:`state_dict`; hyperparameters and step count are restored too.
+
+        Raises
+        ------
+        ValueError
+            If keys (optimiser type, parameter names) or shapes do not match; nothing is changed.
+        """
+        expected = {f"{self.name}.step"} | {f"{self.name}.{h}" for h in self._hyper}
+        expected |= {f"{self.name}.{s}.{k}" for s in self.slots for k in self.params}
+        if state.keys() != expected:
+            missing = sorted(expected - state.keys())[:5]
+            extra = sorted(state.keys() - expected)[:5]
+            raise ValueError(
+                f"optimizer state does not match this {type(self).__name__}: "
+                f"missing keys {missing}, unexpected keys {extra}"
+            )
+        for slot in self.slots:
+            for key, p in self.params.items():
+                arr = np.asarray(state[f"{self.name}.{slot}.{key}"])
+                if arr.shape != p.shape:
+                    raise ValueError(
+                        f"optimizer state {self.name}.{slot}.{key} has shape {arr.shape}, "
+                        f"expected {p.shape}"
+                    )
+        steps = np.asarray(state[f"{self.name}.step"])
+        if steps.ndim != 0 or steps.dtype.kind not in "iu" or steps < 0:
+            raise ValueError(f"optimizer state {self.name}.step must be a 0-d integer >= 0")
+        hyper = self._validate({h: state[f"{self.name}.{h}"] for h in self._hyper})
+        # All checks passed: now mutate.
+        self._hyper = hyper
+        self.steps = int(steps)
+        for slot, bufs in self._state.items():
+            for key, buf in bufs.items():
+                np.copyto(buf, state[f"{self.name}.{slot}.{key}"])
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba), numerically as ``torch.optim.Adam``.
+
+    ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
+    ``p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``.
+    """
+
+    name = "adam"
+    slots = ("m", "v")
+    checks = {"lr": _positive, "beta1": _fraction, "beta2": _fraction, "eps": _positive}
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        lr: float = 2e-3,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, lr, beta1=beta1, beta2=beta2, eps=eps)
+
+    def _update(self, p, g, s, bufs, lr):
+        m, v = bufs
+        b1, b2, eps = self._hyper["beta1"], self._hyper["beta2"], self._hyper["eps"]
+        bc1 = 1.0 - b1**self.steps
+        bc2_sqrt = math.sqrt(1.0 - b2**self.steps)
+        np.multiply(m, b1, out=m)
+        np.multiply(g, 1.0 - b1, out=s)
+        np.add(m, s, out=m)
+        np.multiply(v, b2, out=v)
+        np.multiply(g, g, out=s)
+        np.multiply(s, 1.0 - b2, out=s)
+        np.add(v, s, out=v)
+        # Same operation order as PyTorch: (sqrt(v) / sqrt(bc2) + eps), then m / that.
+        np.sqrt(v, out=s)
+        np.divide(s, bc2_sqrt, out=s)
+        np.add(s, eps, out=s)
+        np.divide(m, s, out=s)
+        np.multiply(s, lr / bc1, out=s)
+        np.subtract(p, s, out=p)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as ``torch.optim.RMSprop`` (uncentred, no momentum).
+
+    ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``.
+    """
+
+    name = "rmsprop"
+    slots = ("v",)
+    checks = {"lr": _positive, "alpha": _fraction, "eps": _positive}
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        lr: float = 2e-3,
+        *,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, lr, alpha=alpha, eps=eps)
+
+    def _update(self, p, g, s, bufs, lr):
+        (v,) = bufs
+        alpha, eps = self._hyper["alpha"], self._hyper["eps"]
+        np.multiply(v, alpha, out=v)
+        np.multiply(g, g, out=s)
+        np.multiply(s, 1.0 - alpha, out=s)
+        np.add(v, s, out=v)
+        np.sqrt(v, out=s)
+        np.add(s, eps, out=s)
+        np.divide(g, s, out=s)
+        np.multiply(s, lr, out=s)
+        np.subtract(p, s, out=p)
+
+
+class Adagrad(Optimizer):
+    """Adagrad as ``torch.optim.Adagrad`` (no lr decay, zero initial accumulator).
+
+    ``a += g^2``; ``p -= lr * g / (sqrt(a) + eps)``.
+    """
+
+    name = "adagrad"
+    slots = ("sum",)
+    checks = {"lr": _positive, "eps": _positive}
+
+    def __init__(
+        self, params: Mapping[str, np.ndarray], lr: float = 0.1, *, eps: float = 1e-10
+    ) -> None:
+        super().__init__(params, lr, eps=eps)
+
+    def _update(self, p, g, s, bufs, lr):
+        (acc,) = bufs
+        np.multiply(g, g, out=s)
+        np.add(acc, s, out=acc)
+        np.sqrt(acc, out=s)
+        np.add(s, self._hyper["eps"], out=s)
+        np.divide(g, s, out=s)
+        np.multiply(s, lr, out=s)
+        np.subtract(p, s, out=p)
+
+
+class SGD(Optimizer):
+    """SGD with (optionally Nesterov) momentum, as ``torch.optim.SGD`` with zero dampening.
+
+    ``b = momentum b + g``; ``p -= lr * b``, or with Nesterov ``p -= lr * (g + momentum b)``.
+    """
+
+    name = "sgd"
+    slots = ("buf",)
+    checks = {"lr": _positive, "momentum": _nonnegative, "nesterov": _flag}
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        lr: float = 0.1,
+        *,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(params, lr, momentum=momentum, nesterov=nesterov)
+
+    def _validate(self, hyper: dict[str, Any]) -> dict[str, Any]:
+        hyper = super()._validate(hyper)
+        if hyper["nesterov"] and hyper["momentum"] == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        return hyper
+
+    def _update(self, p, g, s, bufs, lr):
+        (buf,) = bufs
+        mu = self._hyper["momentum"]
+        # With a zero initial buffer the first step gives buf = g, as PyTorch's clone does.
+        np.multiply(buf, mu, out=buf)
+        np.add(buf, g, out=buf)
+        if self._hyper["nesterov"]:
+            np.multiply(buf, mu, out=s)
+            np.add(s, g, out=s)
+            np.multiply(s, lr, out=s)
+        else:
+            np.multiply(buf, lr, out=s)
+        np.subtract(p, s, out=p)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "adam": Adam,
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+    "sgd": SGD,
+}
+
+
+def make_optimizer(
+    name: str, params: Mapping[str, np.ndarray], lr: float | None = None, **hyper: Any
+) -> Optimizer:
+    """Build an optimiser by registry name (``"adam"``, ``"rmsprop"``, ``"adagrad"``, ``"sgd"``).
+
+    ``lr=None`` uses the optimiser's default learning rate; ``hyper`` goes to its constructor.
+    """
+    cls = OPTIMIZERS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    return cls(params, **hyper) if lr is None else cls(params, lr, **hyper)
+
+
+def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float | None) -> float:
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
+
+    Parameters
+    ----------
+    grads : dict of str to ndarray
+        Gradients of any shapes; modified in place when clipping happens.
+    max_norm : float or None
+        Largest allowed global norm (> 0). ``None`` or ``inf`` only measures the norm.
+
+    Returns
+    -------
+    float
+        The global norm before clipping. If it is not finite (nan/inf gradients) nothing is
+        scaled, so the caller can see it and skip the update.
+    """
+    if max_norm is not None:
+        max_norm = _real("max_norm", max_norm)
+        if not max_norm > 0:
+            raise ValueError(f"max_norm must be > 0, inf or None, got {max_norm!r}")
+    total = 0.0
+    for g in grads.values():
+        flat = g.reshape(-1)
+        with np.errstate(over="ignore"):
+            sq = float(np.dot(flat, flat))
+        if not math.isfinite(sq):
+            # float32 squares overflow above ~1.8e19; redo this array in float64 (rare path).
+            flat = flat.astype(np.float64)
+            sq = float(np.dot(flat, flat))
+        total += sq
+    norm = math.sqrt(total)
+    if max_norm is not None and math.isfinite(norm) and norm > max_norm:
+        coef = max_norm / norm
+        for g in grads.values():
+            np.multiply(g, coef, out=g)
+    return norm
+
+
+SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
+# Warm-up starts here rather than at 0 so the very first update is not wasted.
+WARMUP_START = 1e-3
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning-rate multiplier as a function of training progress in [0, 1].
+
+    Parameters
+    ----------
+    kind : {"constant", "warmup_cosine", "warmup_linear"}
+        ``constant`` is always 1. The others rise linearly from ``WARMUP_START`` to 1 over the
+        first ``warmup`` fraction of the budget, then decay (half-cosine or linearly) to
+        ``final_factor`` at progress 1.
+    warmup : float
+        Fraction of the budget used for warm-up, in [0, 1).
+    final_factor : float
+        Multiplier reached at the end of training, in [0, 1].
+    """
+
+    kind: str = "constant"
+    warmup: float = 0.02
+    final_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule kind must be one of {list(SCHEDULES)}, got {self.kind!r}")
+        ff = _real("final_factor", self.final_factor)
+        if not 0.0 <= ff <= 1.0:
+            raise ValueError(f"final_factor must be in [0, 1], got {self.final_factor!r}")
+        # Frozen dataclass: normalise to plain floats so to_dict() is JSON-serialisable.
+        object.__setattr__(self, "warmup", _fraction("warmup", self.warmup))
+        object.__setattr__(self, "final_factor", ff)
+
+    def factor(self, progress: float) -> float:
+        """Multiplier for the base learning rate; ``progress`` is clipped to [0, 1]."""
+        x = _real("progress", progress)
+        if math.isnan(x):
+            raise ValueError("progress must be a number in [0, 1], got nan")
+        x = min(max(x, 0.0), 1.0)
+        if self.kind == "constant":
+            return 1.0
+        w = self.warmup
+        if x < w:
+            return WARMUP_START + (1.0 - WARMUP_START) * (x / w)
+        q = (x - w) / (1.0 - w)
+        ff = self.final_factor
+        if self.kind == "warmup_cosine":
+            return ff + (1.0 - ff) * 0.5 * (1.0 + math.cos(math.pi * q))
+        return ff + (1.0 - ff) * (1.0 - q)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description; :meth:`from_dict` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LRSchedule:
+        """Rebuild from :meth:`to_dict` output (missing keys take their defaults)."""
+        unknown = set(d) - {"kind", "warmup", "final_factor"}
+        if unknown:
+            raise ValueError(f"unknown LRSchedule keys: {sorted(unknown)}")
+        return cls(**d)
