@@ -1,0 +1,624 @@
+"""CharRNNGenerator: a character-level language model as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from charrnn import network
+from charrnn.data import split_train_validation
+from charrnn.optim import OPTIMIZERS, SCHEDULES, LRSchedule
+from charrnn.training import DivergedError, StopFlag, Trainer, graceful_interrupts
+from charrnn.vocab import CharVocab
+
+__all__ = ["CharRNNGenerator", "check_documents"]
+
+
+def check_documents(X, name: str = "X") -> list[str]:
+    """Validate text input: one string (one document) or an iterable of strings.
+
+    Raises
+    ------
+    TypeError
+        For bytes, numbers, None, or an iterable holding anything but strings.
+    ValueError
+        For no documents at all.
+    """
+    if isinstance(X, str):
+        return [X]
+    if isinstance(X, bytes | bytearray):
+        raise TypeError(f"{name} must be str or an iterable of str, got bytes; decode it first")
+    if X is None or isinstance(X, numbers.Number) or not isinstance(X, Iterable):
+        raise TypeError(
+            f"{name} must be a string or an iterable of strings, got {type(X).__name__}"
+        )
+    if isinstance(X, np.ndarray) and X.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one string per document), got shape {X.shape}")
+    docs = list(X)
+    for i, doc in enumerate(docs):
+        if isinstance(doc, np.str_):
+            continue
+        if not isinstance(doc, str):
+            raise TypeError(f"{name}[{i}] must be a string, got {type(doc).__name__} ({doc!r:.40})")
+    if not docs:
+        raise ValueError(f"{name} holds no documents")
+    return [str(d) for d in docs]
+
+
+def _check_int(name, value, low, none_ok=False):
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_real(name, value, low, high=math.inf, low_open=False, none_ok=False):
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low) or value >= high:
+        lo = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {lo}{low}, {high}), got {value!r}")
+
+
+class CharRNNGenerator(BaseEstimator):
+    """Character-level recurrent language model (RNN, LSTM or GRU) trained by truncated BPTT.
+
+    X is a string (one document) or an iterable of strings. Documents are joined with an
+    end-of-document symbol, which the model learns to predict, so generation can stop there.
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}, default="lstm"
+    hidden_size : int, default=256
+        Units per recurrent layer.
+    num_layers : int, default=2
+    embedding_dim : int or None, default=None
+        Size of a learned character embedding; None feeds one-hot vectors.
+    dropout : float in [0, 1), default=0.0
+        Inverted dropout on every layer's output.
+    seq_length : int, default=64
+        Steps per truncated-BPTT chunk.
+    batch_size : int, default=64
+        Parallel streams over the text.
+    learning_rate : float, default=2e-3
+        Peak learning rate.
+    optimizer : {"adam", "rmsprop", "adagrad", "sgd"}, default="adam"
+    clip_norm : float or None, default=5.0
+        Clip the global gradient norm to this value; None disables clipping.
+    max_iter : int, default=10
+        Passes over the training text.
+    max_time : float or None, default=None
+        Wall-clock training budget in seconds; training stops at the first of max_iter and
+        max_time, and the learning-rate schedule spans whichever ends first.
+    validation_fraction : float in [0, 1), default=0.1
+        Tail of the text held out to measure validation loss; 0 turns validation and early
+        stopping off.
+    early_stopping : bool, default=True
+        Stop after ``n_iter_no_change`` passes without a validation improvement of ``tol`` and
+        keep the weights of the best validation score.
+    n_iter_no_change : int, default=3
+    tol : float, default=1e-4
+    lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default="warmup_cosine"
+        Learning-rate schedule over the budget (warm-up, then decay to a tenth).
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights (and vocabulary) instead of starting over.
+    dtype : {"float32", "float64"}, default="float32"
+    random_state : int, Generator or None, default=None
+        Seeds initialisation, dropout and nothing else.
+    verbose : int, default=0
+        1 shows a tqdm progress bar (hidden when not on a terminal).
+
+    Attributes
+    ----------
+    vocab_ : CharVocab
+    classes_ : ndarray of str, shape (n_classes,)
+        The symbols: index 0 is the end of a document (``""``), 1 the unknown symbol
+        (``"\\ufffd"``), then the characters seen in training in code-point order.
+    config_ : NetworkConfig
+    params_ : dict of str to ndarray
+    n_iter_ : int
+        Completed passes over the training text.
+    loss_curve_ : list of float
+        Mean training loss (nats/char) of each pass.
+    validation_scores_ : list of float
+        Validation score (mean log-likelihood per character, higher is better) per evaluation.
+    best_validation_score_ : float or None
+    n_chars_seen_ : int
+    history_ : list of dict
+        One record per evaluation: losses, characters seen, time, gradient norms before clipping.
+    stop_reason_ : str
+
+    Notes
+    -----
+    Unknown characters: a character not seen in training is read as the unknown symbol (its
+    embedding is untrained) and, as a target, gets the probability the model gives the
+    unknown symbol, which training drives close to zero -- scoring text with unseen characters
+    is finite but heavily penalised. ``sample(prime=...)`` refuses unseen characters.
+
+    Examples
+    --------
+    >>> gen = CharRNNGenerator(hidden_size=32, num_layers=1, max_iter=2, random_state=0)
+    >>> gen = gen.fit("hello world\\n" * 200)
+    >>> len(gen.sample(n_samples=2, length=20, random_state=0))
+    2
+    """
+
+    def __init__(
+        self,
+        *,
+        cell="lstm",
+        hidden_size=256,
+        num_layers=2,
+        embedding_dim=None,
+        dropout=0.0,
+        seq_length=64,
+        batch_size=64,
+        learning_rate=2e-3,
+        optimizer="adam",
+        clip_norm=5.0,
+        max_iter=10,
+        max_time=None,
+        validation_fraction=0.1,
+        early_stopping=True,
+        n_iter_no_change=3,
+        tol=1e-4,
+        lr_schedule="warmup_cosine",
+        warm_start=False,
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.seq_length = seq_length
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.clip_norm = clip_norm
+        self.max_iter = max_iter
+        self.max_time = max_time
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.lr_schedule = lr_schedule
+        self.warm_start = warm_start
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- scikit-learn plumbing ---------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        tags.non_deterministic = False
+        return tags
+
+    def _validate_params(self) -> None:
+        from charrnn.cells import CELLS
+
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {sorted(SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.dtype not in network.DTYPES:
+            raise ValueError(f"dtype must be one of {network.DTYPES}, got {self.dtype!r}")
+        for name in ("hidden_size", "num_layers", "seq_length", "batch_size", "max_iter"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
+        _check_int("n_iter_no_change", self.n_iter_no_change, 1)
+        _check_int("verbose", self.verbose, 0)
+        _check_real("dropout", self.dropout, 0.0, 1.0)
+        _check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        _check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
+        _check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
+        _check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
+        _check_real("tol", self.tol, 0.0)
+        for name in ("early_stopping", "warm_start"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def _rng(self) -> np.random.Generator:
+        rs = self.random_state
+        if isinstance(rs, np.random.Generator):
+            return rs
+        if rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
+            return np.random.default_rng(rs)
+        if isinstance(rs, np.random.RandomState):
+            return np.random.default_rng(rs.randint(0, 2**31 - 1))
+        raise ValueError(f"random_state must be None, an int or a numpy Generator, got {rs!r}")
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, X, y=None, *, on_epoch=None, on_step=None, stop_flag=None, resume=False):
+        """Train on X (a string or an iterable of strings). Returns self.
+
+        Parameters
+        ----------
+        X : str or iterable of str
+        y : ignored
+        on_epoch : callable(estimator, record) -> bool, optional
+            Called after each pass (the CLI saves the model and prints a sample there);
+            returning True stops training.
+        on_step : callable(estimator, trainer, loss, grad_norm, lr) -> bool, optional
+        stop_flag : charrnn.training.StopFlag, optional
+            Set ``stop_flag.requested = True`` (from another thread, say) to stop after the
+            current step. SIGINT/SIGTERM set it too while ``fit`` runs in the main thread.
+        resume : bool
+            Continue an interrupted ``fit`` exactly where it stopped (same X): optimiser state,
+            schedule position, epoch and chunk, carried state and random generator.
+        """
+        return self._fit(
+            X, False, on_epoch=on_epoch, on_step=on_step, stop_flag=stop_flag, resume=resume
+        )
+
+    def partial_fit(self, X, y=None):
+        """One more pass over X, keeping weights and optimiser state. Returns self."""
+        return self._fit(X, incremental=True)
+
+    def _fit(self, X, incremental, on_epoch=None, on_step=None, stop_flag=None, resume=False):
+        self._validate_params()
+        docs = check_documents(X)
+        resuming = resume and getattr(self, "_training_state", None) is not None
+        continuing = resuming or ((incremental or self.warm_start) and hasattr(self, "params_"))
+        if continuing:
+            self._check_compatible()
+        else:
+            self._initialise(docs)
+        ids = self.vocab_.encode_documents(docs)
+        train_ids, val_ids = split_train_validation(ids, self.validation_fraction)
+        use_val = self.validation_fraction > 0 and len(val_ids) >= 2
+        early = bool(self.early_stopping and use_val)
+        schedule = LRSchedule("constant") if incremental else LRSchedule(self.lr_schedule)
+        trainer = Trainer(
+            self.params_,
+            self.config_,
+            train_ids,
+            val_ids if use_val else val_ids[:0],
+            batch_size=self.batch_size,
+            seq_length=self.seq_length,
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            clip_norm=self.clip_norm,
+            schedule=schedule,
+            rng=self._train_rng,
+        )
+        if resuming:
+            trainer.load_state(*self._training_state)
+        elif continuing and self._optim_state is not None:
+            # another optimiser than last time: its state starts afresh
+            with contextlib.suppress(ValueError):
+                trainer.optimizer.load_state_dict(self._optim_state)
+        epochs = 1 if incremental else self.max_iter
+        if incremental:
+            trainer.progress.epoch = 0
+        run = {"consumed": 0, "chars_base": self.n_chars_seen_ - trainer.progress.chars_seen}
+        bar = self._progress_bar(trainer, epochs)
+        flag = stop_flag if stop_flag is not None else StopFlag()
+        self.diverged_ = False
+
+        def step_cb(tr, loss, gnorm, lr):
+            if bar is not None:
+                bar.update(1)
+                if tr.progress.step % 10 == 0:
+                    rate = tr.progress.chars_seen / max(tr.progress.elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{rate:,.0f}", refresh=False)
+            return on_step is not None and on_step(self, tr, loss, gnorm, lr)
+
+        def epoch_cb(tr, record):
+            self._absorb(tr, run)
+            self._keep_training_state(tr)
+            if bar is not None and record["val_loss"] is not None:
+                bar.set_postfix(val=f"{record['val_loss']:.3f}", refresh=False)
+            return on_epoch is not None and on_epoch(self, record)
+
+        try:
+            with graceful_interrupts(flag):
+                trainer.run(
+                    max_epochs=epochs,
+                    max_time=self.max_time,
+                    early_stopping=early,
+                    n_iter_no_change=self.n_iter_no_change,
+                    tol=self.tol,
+                    stop_flag=flag,
+                    on_step=step_cb,
+                    on_epoch=epoch_cb,
+                )
+            self.stop_reason_ = trainer.progress.stop_reason
+        except DivergedError as exc:
+            self.diverged_ = True
+            self.stop_reason_ = "diverged"
+            warnings.warn(str(exc), ConvergenceWarning, stacklevel=3)
+        except KeyboardInterrupt:
+            trainer.progress.stop_reason = self.stop_reason_ = "interrupted"
+        finally:
+            if bar is not None:
+                bar.close()
+        self._absorb(trainer, run)
+        self._keep_training_state(trainer)
+        if early and not self.diverged_ and not self.stop_reason_.startswith("interrupted"):
+            trainer.restore_best()
+        if self.stop_reason_.startswith("interrupted"):
+            warnings.warn(
+                "Training interrupted; the weights trained so far are kept "
+                "(fit(..., resume=True) or `charrnn train --resume` continues).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _initialise(self, docs: list[str]) -> None:
+        """Vocabulary, network and empty history for a new model."""
+        rng = self._rng()
+        self.vocab_ = CharVocab.fit(docs)
+        self.classes_ = np.array(self.vocab_.symbols)
+        self.config_ = network.NetworkConfig(
+            cell=self.cell,
+            vocab_size=self.vocab_.size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            embedding_dim=self.embedding_dim,
+            dropout=float(self.dropout),
+            dtype=self.dtype,
+        )
+        self.params_ = network.init_params(self.config_, rng)
+        self._train_rng = np.random.default_rng(rng.integers(2**63))
+        self._optim_state = None
+        self._training_state = None
+        self.n_iter_ = 0
+        self.n_chars_seen_ = 0
+        self.loss_curve_ = []
+        self.validation_scores_ = []
+        self.history_ = []
+        self.best_validation_score_ = None
+        self.stop_reason_ = ""
+        self.diverged_ = False
+
+    def _keep_training_state(self, trainer) -> None:
+        """Remember what an exact resume needs (saved with the model)."""
+        self._optim_state = trainer.optimizer.state_dict()
+        self._training_state = (trainer.state_header(), trainer.state_arrays())
+
+    def _absorb(self, trainer, run: dict) -> None:
+        """Copy the trainer's new history records and counters into fitted attributes."""
+        p = trainer.progress
+        new = p.history[run["consumed"] :]
+        run["consumed"] = len(p.history)
+        self.history_.extend(new)
+        for rec in new:
+            if not rec["partial"]:
+                self.n_iter_ += 1
+                self.loss_curve_.append(rec["train_loss"])
+            if rec["val_loss"] is not None:
+                score = -rec["val_loss"]
+                self.validation_scores_.append(score)
+                if self.best_validation_score_ is None or score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+        self.n_chars_seen_ = run["chars_base"] + p.chars_seen
+
+    def _check_compatible(self) -> None:
+        fixed = ("cell", "hidden_size", "num_layers", "embedding_dim", "dtype")
+        for name in fixed:
+            current = getattr(self.config_, name)
+            if getattr(self, name) != current:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} differs from the fitted model's {current!r}; "
+                    "set warm_start=False to train a new model"
+                )
+
+    def _progress_bar(self, trainer, epochs):
+        if not self.verbose:
+            return None
+        from tqdm.auto import tqdm
+
+        total = epochs * trainer.batches.n_chunks
+        return tqdm(total=total, unit="step", disable=None, dynamic_ncols=True, leave=True)
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _loglik(self, docs: list[str]) -> np.ndarray:
+        """Total log-likelihood of each document, read as [EOD] + doc and predicting doc + [EOD].
+
+        Documents are batched by length; padding after a document's end cannot change its
+        earlier states, and padded positions are left out of the sums.
+        """
+        eod = CharVocab.EOD_ID
+        seqs = [np.concatenate(([eod], self.vocab_.encode(d), [eod])).astype(np.intp) for d in docs]
+        n = len(seqs)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        lik = np.zeros(n)
+        for start in range(0, n, 64):
+            idx = order[start : start + 64]
+            lens = np.array([len(seqs[i]) - 1 for i in idx])  # predictions per document
+            T = int(lens.max())
+            inp = np.zeros((T, len(idx)), dtype=np.intp)
+            tgt = np.zeros((T, len(idx)), dtype=np.intp)
+            for j, i in enumerate(idx):
+                inp[: lens[j], j] = seqs[i][:-1]
+                tgt[: lens[j], j] = seqs[i][1:]
+            state = network.init_state(self.config_, len(idx))
+            for t0 in range(0, T, 256):
+                sl = slice(t0, min(T, t0 + 256))
+                logits, state, _ = network.forward_logits(
+                    self.params_, self.config_, inp[sl], state
+                )
+                logp = network.log_softmax(logits.astype(np.float64))
+                picked = np.take_along_axis(logp, tgt[sl][..., None], axis=-1)[..., 0]
+                valid = np.arange(sl.start, sl.stop)[:, None] < lens[None, :]
+                lik[idx] += np.where(valid, picked, 0.0).sum(axis=0)
+        return lik
+
+    def score_samples(self, X) -> np.ndarray:
+        """Total log-likelihood (nats) of each document, from a fresh state, end symbol included.
+
+        Returns
+        -------
+        ndarray of float, shape (n_docs,)
+        """
+        check_is_fitted(self)
+        return self._loglik(check_documents(X))
+
+    def score(self, X, y=None) -> float:
+        """Mean log-likelihood per character (nats; higher is better) over all of X.
+
+        Each document counts ``len(doc) + 1`` predictions (its characters and its end), so
+        ``score == score_samples(X).sum() / sum(len(d) + 1)`` and perplexity is
+        ``exp(-score)``.
+        """
+        check_is_fitted(self)
+        docs = check_documents(X)
+        total = self._loglik(docs).sum()
+        return float(total / sum(len(d) + 1 for d in docs))
+
+    def _final(self, docs):
+        """Logits of the next symbol and hidden states after each whole document."""
+        n = len(docs)
+        V, H, L = self.config_.vocab_size, self.config_.hidden_size, self.config_.num_layers
+        logits_out = np.zeros((n, V), dtype=self.config_.dtype)
+        feats = np.zeros((n, L * H), dtype=self.config_.dtype)
+        eod = CharVocab.EOD_ID
+        # group documents of equal length so each group runs as one batch without padding
+        seqs = [np.concatenate(([eod], self.vocab_.encode(d).astype(np.intp))) for d in docs]
+        by_len: dict[int, list[int]] = {}
+        for i, s in enumerate(seqs):
+            by_len.setdefault(len(s), []).append(i)
+        for length, idx in by_len.items():
+            for s0 in range(0, len(idx), 256):
+                part = idx[s0 : s0 + 256]
+                inp = np.stack([seqs[i] for i in part], axis=1)  # (T, B)
+                state = network.init_state(self.config_, len(part))
+                for t0 in range(0, length, 512):
+                    logits, state, _ = network.forward_logits(
+                        self.params_, self.config_, inp[t0 : t0 + 512], state
+                    )
+                logits_out[part] = logits[-1]
+                feats[part] = np.concatenate([st[0] for st in state], axis=1)
+        return logits_out, feats
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Distribution of the character following each document.
+
+        Returns
+        -------
+        ndarray, shape (n_docs, n_classes)
+            Columns in ``classes_`` order; rows sum to 1.
+        """
+        check_is_fitted(self)
+        logits, _ = self._final(check_documents(X))
+        logp = network.log_softmax(logits.astype(np.float64))
+        return np.exp(logp)
+
+    def predict(self, X) -> np.ndarray:
+        """The most likely next character of each document (``""`` = the document ends).
+
+        Returns
+        -------
+        ndarray of str, shape (n_docs,)
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def transform(self, X) -> np.ndarray:
+        """Final hidden state of each document, every layer's ``h`` side by side.
+
+        Returns
+        -------
+        ndarray, shape (n_docs, num_layers * hidden_size)
+        """
+        check_is_fitted(self)
+        _, feats = self._final(check_documents(X))
+        return feats
+
+    # -- generation -------------------------------------------------------------------------
+    def sample(
+        self,
+        n_samples=1,
+        length=200,
+        *,
+        prime="",
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        random_state=None,
+        stop_at_end=True,
+    ) -> list[str]:
+        """Generate ``n_samples`` texts together, each of at most ``length`` characters.
+
+        Parameters
+        ----------
+        n_samples : int
+        length : int
+            Characters to generate after the prime (fewer when a document end is drawn and
+            ``stop_at_end``).
+        prime : str
+            Text to condition on, read from the start of a document; not repeated in the output.
+        temperature : float > 0
+        top_k : int or None
+        top_p : float in (0, 1] or None
+        random_state : int, Generator or None
+        stop_at_end : bool
+            Stop a sample at the end-of-document symbol.
+
+        Returns
+        -------
+        list of str, length n_samples
+        """
+        check_is_fitted(self)
+        _check_int("n_samples", n_samples, 1)
+        _check_int("length", length, 0)
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string, got {type(prime).__name__}")
+        unknown = self.vocab_.unknown_chars(prime)
+        if unknown:
+            raise ValueError(
+                f"prime contains characters the model never saw in training: {unknown!r:.80}"
+            )
+        if isinstance(random_state, np.random.Generator):
+            rng = random_state
+        elif random_state is None or isinstance(random_state, numbers.Integral):
+            rng = np.random.default_rng(random_state)
+        else:
+            raise ValueError(f"random_state must be None, an int or a Generator: {random_state!r}")
+        from charrnn.sampling import generate
+
+        prime_ids = np.concatenate(([CharVocab.EOD_ID], self.vocab_.encode(prime))).astype(np.intp)
+        outs = generate(
+            self.params_,
+            self.config_,
+            n_samples=n_samples,
+            length=length,
+            prime_ids=prime_ids,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            rng=rng,
+            eod_id=CharVocab.EOD_ID,
+            stop_at_eod=stop_at_end,
+        )
+        return [self.vocab_.decode(o) for o in outs]
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the model to ``path`` (.npz with a JSON header; no pickle), atomically."""
+        from charrnn.serialize import save_generator
+
+        check_is_fitted(self)
+        save_generator(self, path)

@@ -1,0 +1,439 @@
+"""Sampling the next symbol (temperature, top-k, top-p) and batched text generation.
+
+Every draw is an inverse-CDF lookup with one uniform number per row, so a generation run
+consumes a fixed, predictable stream from the caller's ``numpy.random.Generator``: the same
+generator state always gives the same text, whichever code path produced it.
+
+The probabilities of a row are computed as ``exp((logits - max) / temperature)`` in the
+logits' dtype, masked by top-k and top-p, and accumulated into a float64 CDF. Generating one
+sample at a time (the common ``charrnn sample`` case) uses :class:`_FastStepper`, a
+specialised copy of :func:`charrnn.network.step` for batch 1 that works on pre-arranged weights
+and preallocated 1-D buffers: at batch 1 the cost of a step is the Python and NumPy call
+overhead, not arithmetic, so the number of NumPy calls per character is what it minimises.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+
+import numpy as np
+
+from charrnn.network import NetworkConfig, forward_logits, init_state, step
+
+# Uniform numbers are drawn in blocks of at most this many (steps x samples) values, so a long
+# run needs neither one random call per step nor a huge array up front.
+_UNIFORM_BLOCK = 1 << 16
+# Above this size (bytes) the first layer's (V, G*H) input table is not precomputed; the
+# generic path is used instead.
+_MAX_TABLE_BYTES = 64 << 20
+
+
+def _check_sampling(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
+    """Validate the sampling parameters; returns them as Python numbers."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a positive number, got {temperature!r}")
+    temperature = float(temperature)
+    if not (np.isfinite(temperature) and temperature > 0.0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        top_k = int(top_k)
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
+            raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
+        top_p = float(top_p)
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    return temperature, top_k, top_p
+
+
+def _inverse_temperature(temperature: float, dtype) -> float | None:
+    """``1 / temperature``, or None when it overflows ``dtype`` (the greedy limit)."""
+    inv = 1.0 / temperature
+    return None if inv > np.finfo(dtype).max else inv
+
+
+def _weights(logits: np.ndarray, temperature: float, top_k, top_p) -> np.ndarray:
+    """Unnormalised sampling weights of each row, shape (B, V), in the logits' dtype.
+
+    ``exp((z - max z) / T)`` with every symbol outside the top ``k`` and outside the nucleus
+    of mass ``p`` set to zero. ``logits`` is not modified.
+    """
+    z = np.array(logits, copy=True)
+    B, V = z.shape
+    top = z.argmax(axis=1)
+    inv = _inverse_temperature(temperature, z.dtype)
+    if inv is None:  # T -> 0: all mass on the (first) maximum
+        z.fill(0.0)
+        z[np.arange(B), top] = 1.0
+        return z
+    z -= z[np.arange(B), top][:, None]
+    if inv != 1.0:
+        with np.errstate(over="ignore"):  # huge 1/T: far-below-max entries go to -inf
+            z *= inv
+    if top_k is not None and top_k < V:
+        # Any V-k of the smallest; exactly k survive even when values tie.
+        drop = np.argpartition(z, V - top_k, axis=1)[:, : V - top_k]
+        np.put_along_axis(z, drop, -np.inf, axis=1)
+    np.exp(z, out=z)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-z, axis=1, kind="stable")
+        ranked = np.take_along_axis(z, order, axis=1)
+        cum = np.cumsum(ranked, axis=1, dtype=np.float64)
+        # Keep a symbol while the mass ranked above it is still short of p: the smallest
+        # prefix reaching p, and never empty (the first symbol has nothing above it).
+        before = np.zeros_like(cum)
+        before[:, 1:] = cum[:, :-1]
+        ranked[before >= top_p * cum[:, -1:]] = 0.0
+        np.put_along_axis(z, order, ranked, axis=1)
+    return z
+
+
+def _inverse_cdf(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Row-wise draws: the first index whose cumulative weight exceeds ``u`` times the total.
+
+    weights : (B, V), non-negative, positive total per row; u : (B,) in [0, 1).
+    Returns (B,) intp. Zero-weight symbols are never chosen.
+    """
+    cdf = np.cumsum(weights, axis=1, dtype=np.float64)
+    target = u * cdf[:, -1]
+    ids = np.count_nonzero(cdf <= target[:, None], axis=1)
+    over = ids == cdf.shape[1]
+    if over.any():  # u * total rounded up to the total: take the last symbol with weight
+        ids[over] = np.count_nonzero(cdf[over] < cdf[over, -1:], axis=1)
+    return ids.astype(np.intp, copy=False)
+
+
+def sample_next(
+    logits: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> np.ndarray:
+    """Draw one symbol per row from ``softmax(logits / temperature)``, optionally truncated.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (B, V) or (V,)
+        Unnormalised log-probabilities; ``-inf`` excludes a symbol. Each row needs a finite
+        maximum.
+    rng : numpy.random.Generator
+        Exactly ``B`` uniform numbers are drawn from it (one ``rng.random(B)`` call).
+    temperature : float
+        > 0 and finite. Below 1 sharpens, above 1 flattens the distribution.
+    top_k : int or None
+        Keep only the ``k`` most probable symbols.
+    top_p : float in (0, 1] or None
+        Keep the smallest set of most probable symbols whose probability reaches ``p``
+        (nucleus sampling), applied after ``top_k``; at least one symbol always remains.
+
+    Returns
+    -------
+    ndarray of intp, shape (B,) (or a 0-d array for 1-D ``logits``)
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> sample_next(np.array([[0.0, 5.0, 1.0]]), rng, top_k=1)
+    array([1])
+    """
+    temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    logits = np.asarray(logits)
+    squeeze = logits.ndim == 1
+    if squeeze:
+        logits = logits[None, :]
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must have shape (B, V) with V >= 1, got {logits.shape}")
+    if logits.dtype not in (np.float32, np.float64):
+        logits = logits.astype(np.float64)
+    if logits.shape[0] and not np.all(np.isfinite(logits.max(axis=1))):
+        raise ValueError("logits must have a finite maximum (no NaN) in every row")
+    weights = _weights(logits, temperature, top_k, top_p)
+    ids = _inverse_cdf(weights, rng.random(logits.shape[0]))
+    return ids[0] if squeeze else ids
+
+
+class _FastStepper:
+    """:func:`charrnn.network.step` for batch 1, on pre-arranged weights and fixed buffers.
+
+    The same mathematics as the generic step, arranged for fewer NumPy calls:
+
+    - the first layer's input projection plus bias is one table row, ``(Wx + b)[id]`` (or
+      ``(embed @ Wx + b)[id]``), used as a view;
+    - all layers' ``h`` live in one vector so ``[h_{k-1}, h_k]`` is a contiguous slice, and an
+      upper RNN/LSTM layer does ``[h_{k-1}, h_k] @ [[Wx], [Wh]]`` as one matrix-vector product;
+    - sigmoid gate columns are pre-multiplied by 0.5 (exact in binary floating point), so one
+      ``tanh`` over the fused gate vector serves every gate, as in the cells.
+    """
+
+    def __init__(self, params: dict, config: NetworkConfig, state: list) -> None:
+        cell, H, L = config.cell, config.hidden_size, config.num_layers
+        G = config.cell_class.n_gates
+        dt = np.dtype(config.dtype)
+        n_sig = {"rnn": 0, "lstm": 3 * H, "gru": 2 * H}[cell]
+        half = np.ones(G * H, dtype=dt)
+        half[:n_sig] = 0.5
+
+        self.cell = cell
+        self.h = np.empty(L * H, dtype=dt)  # [h_0, h_1, ..., h_{L-1}]
+        self.c = np.empty(L * H, dtype=dt)  # LSTM cell states, same layout
+        for k, st in enumerate(state):
+            self.h[k * H : (k + 1) * H] = st[0][0]
+            if cell == "lstm":
+                self.c[k * H : (k + 1) * H] = st[1][0]
+        x0 = params["l0.Wx"] if config.embedding_dim is None else params["embed"] @ params["l0.Wx"]
+        self.table = (x0 + params["l0.b"]) * half  # (V, G*H)
+        self.layers = []
+        for k in range(L):
+            hk = self.h[k * H : (k + 1) * H]
+            Wh = params[f"l{k}.Wh"] * half
+            if k == 0:
+                x_in, W, b = hk, Wh, None
+            elif cell == "gru":  # r multiplies only h @ Wh_n, so the two products stay apart
+                x_in, W, b = self.h[(k - 1) * H : k * H], params[f"l{k}.Wx"] * half, None
+            else:
+                x_in = self.h[(k - 1) * H : (k + 1) * H]
+                W, Wh = np.vstack([params[f"l{k}.Wx"] * half, Wh]), None
+            if k > 0:
+                b = params[f"l{k}.b"] * half
+            z = np.empty(G * H, dtype=dt)
+            if cell == "lstm":
+                ck = self.c[k * H : (k + 1) * H]
+                gates = (z[: 3 * H], z[:H], z[H : 2 * H], z[2 * H : 3 * H], z[3 * H :])
+                self.layers.append((x_in, W, b, z, gates, hk, ck, np.empty(H, dtype=dt)))
+            elif cell == "gru":
+                xw = np.empty(G * H, dtype=dt) if k > 0 else None
+                views = (z[: 2 * H], z[:H], z[H : 2 * H], z[2 * H :])
+                bhn = params[f"l{k}.bhn"]
+                self.layers.append((x_in, W, b, xw, Wh, bhn, z, views, hk))
+            else:
+                self.layers.append((x_in, W, b, z, hk))
+        self.Why, self.by = params["Why"], params["by"]
+        self.top = self.h[(L - 1) * H :]
+        self.logits = np.empty(config.vocab_size, dtype=dt)
+        self.advance = {"rnn": self._rnn, "lstm": self._lstm, "gru": self._gru}[cell]
+
+    @staticmethod
+    def supported(config: NetworkConfig) -> bool:
+        """Whether the precomputed input table is small enough to build."""
+        n_cols = config.cell_class.n_gates * config.hidden_size
+        size = config.vocab_size * n_cols * np.dtype(config.dtype).itemsize
+        return size <= _MAX_TABLE_BYTES
+
+    def _output(self) -> np.ndarray:
+        np.dot(self.top, self.Why, out=self.logits)
+        np.add(self.logits, self.by, out=self.logits)
+        return self.logits
+
+    def _lstm(self, idx: int) -> np.ndarray:
+        """Feed symbol ``idx``; returns the next logits (V,) in a reused buffer."""
+        dot, add, mul, tanh = np.dot, np.add, np.multiply, np.tanh
+        row = self.table[idx]
+        for x_in, W, b, z, (sig, i, f, o, g), hk, ck, tmp in self.layers:
+            dot(x_in, W, out=z)
+            add(z, row if b is None else b, out=z)
+            tanh(z, out=z)
+            mul(sig, 0.5, out=sig)
+            add(sig, 0.5, out=sig)
+            mul(ck, f, out=ck)  # c = f * c + i * g
+            mul(i, g, out=tmp)
+            add(ck, tmp, out=ck)
+            tanh(ck, out=tmp)
+            mul(o, tmp, out=hk)  # h = o * tanh(c)
+        return self._output()
+
+    def _gru(self, idx: int) -> np.ndarray:
+        dot, add, mul, sub, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
+        for x_in, Wx, b, xw, Wh, bhn, z, (rz, r, zg, n), hk in self.layers:
+            if b is None:
+                xw = self.table[idx]
+            else:
+                dot(x_in, Wx, out=xw)
+                add(xw, b, out=xw)
+            dot(hk, Wh, out=z)
+            add(rz, xw[: rz.shape[0]], out=rz)
+            tanh(rz, out=rz)
+            mul(rz, 0.5, out=rz)
+            add(rz, 0.5, out=rz)
+            add(n, bhn, out=n)  # n = tanh(xw_n + r * (h @ Wh_n + bhn))
+            mul(n, r, out=n)
+            add(n, xw[rz.shape[0] :], out=n)
+            tanh(n, out=n)
+            sub(hk, n, out=hk)  # h' = n + z * (h - n)
+            mul(hk, zg, out=hk)
+            add(hk, n, out=hk)
+        return self._output()
+
+    def _rnn(self, idx: int) -> np.ndarray:
+        row = self.table[idx]
+        for x_in, W, b, z, hk in self.layers:
+            np.dot(x_in, W, out=z)
+            np.add(z, row if b is None else b, out=z)
+            np.tanh(z, out=hk)
+        return self._output()
+
+
+def _uniform_rows(rng: np.random.Generator, length: int, n: int) -> Iterator[np.ndarray]:
+    """``length`` rows of ``n`` uniforms, drawn in a few large blocks."""
+    per_block = max(1, _UNIFORM_BLOCK // n)
+    for start in range(0, length, per_block):
+        yield from rng.random((min(per_block, length - start), n))
+
+
+def _validate_ids(name: str, ids, vocab_size: int) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a 1-D array of integer symbol ids")
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got {arr.min()}..{arr.max()}")
+    return arr.astype(np.intp)
+
+
+def _positive_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def generate(
+    params: dict,
+    config: NetworkConfig,
+    *,
+    n_samples: int = 1,
+    length: int = 200,
+    prime_ids: np.ndarray | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    rng: np.random.Generator,
+    eod_id: int = 0,
+    stop_at_eod: bool = True,
+) -> list[np.ndarray]:
+    """Generate ``n_samples`` continuations together, as one batch.
+
+    The prime runs through the network once (batch 1) and its final state is copied to every
+    sample; without a prime, generation starts from the end-of-document symbol and a zero
+    state, i.e. at the start of a new document. Then each step samples one symbol per sample
+    (see :func:`sample_next`) and feeds it back.
+
+    Parameters
+    ----------
+    params, config
+        The network (see :mod:`charrnn.network`).
+    n_samples : int
+        Number of independent samples, >= 1.
+    length : int
+        Maximum number of generated symbols per sample, >= 0.
+    prime_ids : ndarray of int, shape (P,), optional
+        Context to condition on; not part of the output.
+    temperature, top_k, top_p
+        As in :func:`sample_next`.
+    rng : numpy.random.Generator
+        The only source of randomness: the same generator state gives the same samples.
+    eod_id : int
+        The end-of-document symbol.
+    stop_at_eod : bool
+        End a sample at its first ``eod_id`` (which is not included in the output).
+
+    Returns
+    -------
+    list of ndarray of intp
+        One 1-D array of generated ids per sample, each of length <= ``length``.
+    """
+    temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    V = config.vocab_size
+    n_samples = _positive_int("n_samples", n_samples, 1)
+    length = _positive_int("length", length, 0)
+    eod_id = _positive_int("eod_id", eod_id, 0)
+    if eod_id >= V:
+        raise ValueError(f"eod_id must be < vocab_size ({V}), got {eod_id}")
+    prime = None if prime_ids is None else _validate_ids("prime_ids", prime_ids, V)
+    sampling = (temperature, top_k, top_p)
+
+    state = init_state(config, 1)
+    if prime is None or prime.size == 0:
+        logits, state = step(params, config, np.array([eod_id], dtype=np.intp), state)
+    else:
+        all_logits, state, _ = forward_logits(params, config, prime[:, None], state)
+        logits = all_logits[-1]
+    if n_samples == 1 and _FastStepper.supported(config):
+        stepper = _FastStepper(params, config, state)
+        out = _generate_one(stepper, logits[0], length, rng, sampling, eod_id, stop_at_eod)
+        return [out]
+    return _generate_batch(
+        params, config, logits, state, n_samples, length, rng, sampling, eod_id, stop_at_eod
+    )
+
+
+def _generate_batch(params, config, logits, state, n, length, rng, sampling, eod_id, stop):
+    """The generic path: :func:`charrnn.network.step` and :func:`_weights` on (B, V) rows.
+
+    Rows that reach EOD are dropped from the batch; every row still owns its column of the
+    uniform draws, so dropping rows never changes the other samples.
+    """
+    logits = np.repeat(logits, n, axis=0)
+    state = [tuple(np.repeat(a, n, axis=0) for a in st) for st in state]
+    out = np.empty((n, length), dtype=np.intp)
+    lengths = np.full(n, length, dtype=np.intp)
+    alive = np.arange(n)
+    for t, u in enumerate(_uniform_rows(rng, length, n)):
+        ids = _inverse_cdf(_weights(logits, *sampling), u[alive])
+        out[alive, t] = ids
+        if stop:
+            done = ids == eod_id
+            if done.any():
+                lengths[alive[done]] = t
+                keep = ~done
+                alive, ids = alive[keep], ids[keep]
+                state = [tuple(a[keep] for a in st) for st in state]
+                if alive.size == 0:
+                    break
+        if t + 1 < length:
+            logits, state = step(params, config, ids, state)
+    return [out[i, : lengths[i]].copy() for i in range(n)]
+
+
+def _generate_one(stepper, logits, length, rng, sampling, eod_id, stop):
+    """The batch-1 path: same draws and arithmetic as :func:`_generate_batch` with n = 1."""
+    temperature, top_k, top_p = sampling
+    lg = np.array(logits, dtype=stepper.logits.dtype)
+    inv = _inverse_temperature(temperature, lg.dtype)
+    plain = inv is not None and top_k is None and top_p is None
+    cdf = np.empty(lg.shape[0], dtype=np.float64)
+    last = lg.shape[0]
+    out: list[int] = []
+    accumulate, sub, mul, exp = np.add.accumulate, np.subtract, np.multiply, np.exp
+    with np.errstate(over="ignore"):
+        for block_u in _uniform_rows_flat(rng, length):
+            for u in block_u:
+                if plain:  # _weights and _inverse_cdf, unrolled for one row
+                    sub(lg, lg[lg.argmax()], out=lg)
+                    if inv != 1.0:
+                        mul(lg, inv, out=lg)
+                    exp(lg, out=lg)
+                    accumulate(lg, out=cdf, dtype=np.float64)
+                    i = int(cdf.searchsorted(u * cdf[-1], side="right"))
+                    if i == last:
+                        i = int(np.count_nonzero(cdf < cdf[-1]))
+                else:
+                    i = int(_inverse_cdf(_weights(lg[None], *sampling), np.array([u]))[0])
+                if stop and i == eod_id:
+                    return np.array(out, dtype=np.intp)
+                out.append(i)
+                if len(out) == length:
+                    break
+                lg = stepper.advance(i)
+    return np.array(out, dtype=np.intp)
+
+
+def _uniform_rows_flat(rng: np.random.Generator, length: int) -> Iterator[list[float]]:
+    """The draws of :func:`_uniform_rows` with n = 1, as lists of Python floats per block."""
+    for start in range(0, length, _UNIFORM_BLOCK):
+        yield rng.random((min(_UNIFORM_BLOCK, length - start), 1))[:, 0].tolist()

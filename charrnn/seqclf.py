@@ -1,0 +1,422 @@
+"""Sequence classifier network: embedding -> (bi)directional recurrent layers -> pooling -> dense.
+
+Texts of different lengths share a batch by right-padding (with the end-of-document id); the
+cells never see a mask. That is exact, not an approximation, because of two facts:
+
+* A forward-direction state at step ``t`` depends only on steps ``<= t``, so padding after a
+  text's end cannot change any of its states before the end.
+* The backward direction reads every text reversed *within its own length* (a per-column gather,
+  :func:`reverse_index`), so its padding also comes after the text, never before it.
+
+Pooling then reads only valid steps ("last": the forward state at ``len - 1`` and the backward
+state after reading the whole text backwards; "mean" / "max": over ``t < len``), and in the
+backward pass padded steps receive exactly zero gradient. A text classified inside a padded batch
+therefore gets the probabilities it gets alone.
+
+Parameter names and shapes (``V`` vocabulary, ``E`` embedding, ``H`` hidden, ``G`` cell gates,
+``K`` directions (1 or 2), ``C`` classes):
+
+==================  ============  ==============================================================
+key                 shape         meaning
+==================  ============  ==============================================================
+embed               (V, E)        input embedding (only when ``embedding_dim`` is set)
+l{k}.{d}.Wx         (D, G*H)      layer ``k``, direction ``d`` in {fwd, bwd}; D = E, V or K*H
+l{k}.{d}.Wh         (H, G*H)      recurrent weights
+l{k}.{d}.b          (G*H,)        bias
+l{k}.{d}.bhn        (H,)          GRU only: recurrent bias of the candidate
+Wout                (K*H, C)      output weights on the pooled features
+bout                (C,)          output bias
+==================  ============  ==============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from charrnn.cells import CELLS
+from charrnn.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
+
+POOLINGS = ("last", "mean", "max")
+DIRECTIONS = ("fwd", "bwd")
+# Ids whose input vector starts at zero: padding/empty text and characters unseen in training.
+_NEUTRAL_IDS = (0, 1)
+
+
+@dataclass(frozen=True)
+class SeqClfConfig:
+    """The shape of a sequence classifier.
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}
+    vocab_size : int
+        Number of input symbols ``V``.
+    n_classes : int
+        Number of outputs ``C`` (>= 2).
+    hidden_size : int
+        Units per direction per layer ``H``.
+    num_layers : int
+    embedding_dim : int or None
+        Size of a learned input embedding; None feeds one-hot vectors.
+    bidirectional : bool
+        Add a backward-reading recurrent pass to every layer and concatenate the two.
+    pooling : {"last", "mean", "max"}
+        How the top layer's states become one feature vector per text.
+    dropout : float
+        Inverted-dropout probability between layers and on the pooled features.
+    dtype : {"float32", "float64"}
+    """
+
+    cell: str
+    vocab_size: int
+    n_classes: int
+    hidden_size: int
+    num_layers: int = 1
+    embedding_dim: int | None = None
+    bidirectional: bool = False
+    pooling: str = "last"
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        for name, low in (("vocab_size", 1), ("n_classes", 2), ("hidden_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.num_layers, int | np.integer) or self.num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {self.num_layers!r}")
+        if self.embedding_dim is not None and (
+            not isinstance(self.embedding_dim, int | np.integer) or self.embedding_dim < 1
+        ):
+            raise ValueError(
+                f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+            )
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return DIRECTIONS if self.bidirectional else DIRECTIONS[:1]
+
+    @property
+    def feature_size(self) -> int:
+        """Length of the pooled feature vector, ``K * H``."""
+        return len(self.directions) * self.hidden_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Initialise parameters (shapes in the module docstring).
+
+    As in :func:`charrnn.network.init_params`: Glorot input and output weights, orthogonal
+    recurrent blocks, zero biases, LSTM forget bias 1. The input vectors of the padding and
+    unknown symbols start at zero, so a character never seen in training enters the network as
+    a neutral input (its vector gets no gradient and stays zero).
+    """
+    dt = np.dtype(config.dtype)
+    V, H, G = config.vocab_size, config.hidden_size, CELLS[config.cell].n_gates
+    neutral = [i for i in _NEUTRAL_IDS if i < V]
+    params: dict[str, np.ndarray] = {}
+    if config.embedding_dim is not None:
+        params["embed"] = rng.standard_normal((V, config.embedding_dim)).astype(dt)
+        params["embed"][neutral] = 0.0
+    for k in range(config.num_layers):
+        d_in = config.feature_size if k > 0 else (config.embedding_dim or V)
+        for d in config.directions:
+            Wx = _glorot(rng, d_in, G * H, dt)
+            if k == 0 and config.embedding_dim is None:
+                Wx[neutral] = 0.0  # one-hot rows play the embedding's role
+            params[f"l{k}.{d}.Wx"] = Wx
+            params[f"l{k}.{d}.Wh"] = np.concatenate([_orthogonal(rng, H, dt) for _ in range(G)], 1)
+            b = np.zeros(G * H, dtype=dt)
+            if config.cell == "lstm":
+                b[H : 2 * H] = 1.0
+            params[f"l{k}.{d}.b"] = b
+            if config.cell == "gru":
+                params[f"l{k}.{d}.bhn"] = np.zeros(H, dtype=dt)
+    params["Wout"] = _glorot(rng, config.feature_size, config.n_classes, dt)
+    params["bout"] = np.zeros(config.n_classes, dtype=dt)
+    return params
+
+
+def pad_batch(seqs: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id sequences into one time-major batch.
+
+    Parameters
+    ----------
+    seqs : list of B 1-D int arrays, each of length >= 1
+
+    Returns
+    -------
+    ids : ndarray of intp, shape (T, B)
+        ``T`` is the longest length; steps past a sequence's end hold ``pad_id``.
+    lengths : ndarray of intp, shape (B,)
+    """
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
+    if lengths.size == 0 or lengths.min() < 1:
+        raise ValueError("every sequence in a batch must have at least one symbol")
+    T = int(lengths.max())
+    batch_major = np.full((len(seqs), T), pad_id, dtype=np.intp)
+    # Row-major boolean assignment fills each row's valid prefix in order.
+    batch_major[np.arange(T) < lengths[:, None]] = np.concatenate(seqs)
+    return np.ascontiguousarray(batch_major.T), lengths
+
+
+def reverse_index(lengths: np.ndarray, T: int) -> np.ndarray:
+    """Gather index that reverses each column within its own length.
+
+    ``idx[t, b] = lengths[b] - 1 - t`` for ``t < lengths[b]`` and ``t`` otherwise, so padding
+    stays at the end. It is its own inverse: gathering twice restores the original order, and
+    the gradient of the gather is the same gather.
+
+    Returns
+    -------
+    ndarray of intp, shape (T, B)
+    """
+    t = np.arange(T)[:, None]
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def _gather_time(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``out[t, b] = x[idx[t, b], b]`` for x of shape (T, B) or (T, B, D)."""
+    if x.ndim == 2:
+        return np.take_along_axis(x, idx, axis=0)
+    return np.take_along_axis(x, idx[:, :, None], axis=0)
+
+
+def _cell_params(params: dict, config: SeqClfConfig, prefix: str) -> dict:
+    p = {"Wh": params[prefix + "Wh"]}
+    for name in CELLS[config.cell].extra_params:
+        p[name] = params[prefix + name]
+    return p
+
+
+def _dropout_mask(rng, shape, keep: float, dtype) -> np.ndarray:
+    mask = rng.random(shape) < keep
+    return mask.astype(dtype) / np.asarray(keep, dtype=dtype)
+
+
+def forward(
+    params: dict,
+    config: SeqClfConfig,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    rng: np.random.Generator | None = None,
+    train: bool = False,
+):
+    """Logits for a padded batch.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (T, B)
+        Right-padded symbol ids (see :func:`pad_batch`).
+    lengths : ndarray of int, shape (B,)
+        Valid steps per column, each in [1, T].
+    rng : Generator, required when ``train`` and dropout > 0
+    train : bool
+        Apply dropout.
+
+    Returns
+    -------
+    logits : ndarray, shape (B, C)
+    cache : tuple
+        Everything :func:`backward` needs; ``cache[-1]`` holds the pooled features, shape (B, K*H).
+    """
+    cell = CELLS[config.cell]
+    T, B = ids.shape
+    H = config.hidden_size
+    lengths = np.asarray(lengths, dtype=np.intp)
+    use_dropout = train and config.dropout > 0.0
+    if use_dropout and rng is None:
+        raise ValueError("rng is required for dropout in training mode")
+    keep = 1.0 - config.dropout
+    ridx = reverse_index(lengths, T) if config.bidirectional else None
+    layers = []
+    out = None
+    for k in range(config.num_layers):
+        parts, dir_caches = [], []
+        for d in config.directions:
+            pre = f"l{k}.{d}."
+            Wx, b = params[pre + "Wx"], params[pre + "b"]
+            if k == 0:
+                x_ids = ids if d == "fwd" else _gather_time(ids, ridx)
+                if config.embedding_dim is None:
+                    x = x_ids
+                    xw = Wx[x_ids]  # one-hot @ Wx is a row gather
+                else:
+                    x = params["embed"][x_ids]  # (T, B, E)
+                    xw = x @ Wx
+            else:
+                x = out if d == "fwd" else _gather_time(out, ridx)
+                xw = x @ Wx  # (T, B, G*H)
+            xw += b
+            state = tuple(np.zeros((B, H), dtype=Wx.dtype) for _ in range(cell.n_states))
+            hs, _, cell_cache = cell.forward(xw, state, _cell_params(params, config, pre))
+            parts.append(hs if d == "fwd" else _gather_time(hs, ridx))
+            dir_caches.append((x, cell_cache))
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)  # (T, B, K*H)
+        mask = None
+        if use_dropout and k < config.num_layers - 1:
+            mask = _dropout_mask(rng, out.shape, keep, out.dtype)
+            out = out * mask
+        layers.append((dir_caches, mask))
+
+    pooled, pool_cache = _pool(out, lengths, config.pooling, H, config.bidirectional)
+    pmask = None
+    if use_dropout:
+        pmask = _dropout_mask(rng, pooled.shape, keep, pooled.dtype)
+        pooled = pooled * pmask
+    logits = pooled @ params["Wout"]
+    logits += params["bout"]
+    return logits, (ids, lengths, ridx, layers, pool_cache, pmask, pooled)
+
+
+def _pool(out: np.ndarray, lengths: np.ndarray, pooling: str, H: int, bidirectional: bool):
+    """Pool (T, B, K*H) top-layer states over each column's valid steps -> (B, K*H)."""
+    T, B, F = out.shape
+    cols = np.arange(B)
+    if pooling == "last":
+        pooled = out[lengths - 1, cols].copy()
+        if bidirectional:
+            # The backward pass ends at the text's first character, i.e. step 0.
+            pooled[:, H:] = out[0, :, H:]
+        return pooled, (out.shape, lengths)
+    valid = np.arange(T)[:, None] < lengths[None, :]  # (T, B)
+    if pooling == "mean":
+        pooled = np.where(valid[:, :, None], out, 0).sum(axis=0)
+        pooled /= lengths[:, None].astype(out.dtype)
+        return pooled, (out.shape, lengths, valid)
+    masked = np.where(valid[:, :, None], out, -np.inf)
+    argmax = masked.argmax(axis=0)  # (B, F): the step that supplies each feature
+    pooled = np.take_along_axis(out, argmax[None], axis=0)[0]
+    return pooled, (out.shape, argmax)
+
+
+def _pool_backward(dpooled: np.ndarray, pooling: str, cache, H: int, bidirectional: bool):
+    """Gradient of :func:`_pool`: (B, K*H) -> (T, B, K*H), zero at padded steps."""
+    shape = cache[0]
+    dout = np.zeros(shape, dtype=dpooled.dtype)
+    if pooling == "last":
+        lengths = cache[1]
+        cols = np.arange(shape[1])
+        dout[lengths - 1, cols, :H] = dpooled[:, :H]
+        if bidirectional:
+            dout[0, :, H:] += dpooled[:, H:]
+        return dout
+    if pooling == "mean":
+        lengths, valid = cache[1], cache[2]
+        scaled = dpooled / lengths[:, None].astype(dpooled.dtype)
+        np.multiply(valid[:, :, None], scaled[None], out=dout)
+        return dout
+    np.put_along_axis(dout, cache[1][None], dpooled[None], axis=0)
+    return dout
+
+
+def backward(params: dict, config: SeqClfConfig, dlogits: np.ndarray, cache) -> dict:
+    """Gradients of every parameter given the gradient of the logits.
+
+    Parameters
+    ----------
+    dlogits : ndarray, shape (B, C)
+    cache : from :func:`forward`
+
+    Returns
+    -------
+    dict of str to ndarray, keys and shapes as ``params``.
+    """
+    cell = CELLS[config.cell]
+    ids, lengths, ridx, layers, pool_cache, pmask, pooled = cache
+    T, B = ids.shape
+    H = config.hidden_size
+    grads: dict[str, np.ndarray] = {"Wout": pooled.T @ dlogits, "bout": dlogits.sum(axis=0)}
+    dpooled = dlogits @ params["Wout"].T
+    if pmask is not None:
+        dpooled *= pmask
+    dout = _pool_backward(dpooled, config.pooling, pool_cache, H, config.bidirectional)
+    for k in range(config.num_layers - 1, -1, -1):
+        dir_caches, mask = layers[k]
+        if mask is not None:
+            dout *= mask
+        dx_total = None
+        for j, d in enumerate(config.directions):
+            pre = f"l{k}.{d}."
+            x, cell_cache = dir_caches[j]
+            dhs = np.ascontiguousarray(dout[..., j * H : (j + 1) * H])
+            if d == "bwd":
+                dhs = _gather_time(dhs, ridx)  # the gather is its own inverse
+            dxw, g, _ = cell.backward(dhs, None, cell_cache)
+            grads[pre + "Wh"] = g["Wh"]
+            for name in cell.extra_params:
+                grads[pre + name] = g[name]
+            dxw2 = dxw.reshape(T * B, -1)
+            grads[pre + "b"] = dxw2.sum(axis=0)
+            Wx = params[pre + "Wx"]
+            if k == 0 and config.embedding_dim is None:
+                grads[pre + "Wx"] = _scatter_rows(x.reshape(-1), dxw2, Wx.shape[0])
+                continue
+            grads[pre + "Wx"] = x.reshape(T * B, -1).T @ dxw2
+            dx = (dxw2 @ Wx.T).reshape(T, B, -1)
+            if k == 0:
+                x_ids = ids if d == "fwd" else _gather_time(ids, ridx)
+                n_symbols = params["embed"].shape[0]
+                g_embed = _scatter_rows(x_ids.reshape(-1), dx.reshape(T * B, -1), n_symbols)
+                grads["embed"] = g_embed if "embed" not in grads else grads["embed"] + g_embed
+                continue
+            if d == "bwd":
+                dx = _gather_time(dx, ridx)
+            dx_total = dx if dx_total is None else dx_total + dx
+        dout = dx_total
+    return {name: grads[name] for name in params}
+
+
+def loss_and_grads(
+    params: dict,
+    config: SeqClfConfig,
+    ids: np.ndarray,
+    lengths: np.ndarray,
+    targets: np.ndarray,
+    rng: np.random.Generator | None = None,
+    train: bool = True,
+):
+    """Mean softmax cross-entropy over the batch and the gradient of every parameter.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (T, B)
+    lengths : ndarray of int, shape (B,)
+    targets : ndarray of int, shape (B,)
+        Class indices in [0, C).
+    rng : Generator for dropout masks.
+    train : bool
+        Apply dropout.
+
+    Returns
+    -------
+    loss : float
+        Mean negative log-likelihood per text, nats.
+    grads : dict of str to ndarray
+    """
+    logits, cache = forward(params, config, ids, lengths, rng, train)
+    B = logits.shape[0]
+    logp = log_softmax(logits)
+    rows = np.arange(B)
+    loss = float(-np.mean(logp[rows, targets], dtype=np.float64))
+    dlogits = np.exp(logp)
+    dlogits[rows, targets] -= 1.0
+    dlogits /= B
+    return loss, backward(params, config, dlogits, cache)
+
+
+def n_parameters(params: dict) -> int:
+    """Total number of scalar parameters."""
+    return int(sum(p.size for p in params.values()))
