@@ -181,41 +181,41 @@ class LSTMCell:
         T, B, H = dhs.shape
         dt = dhs.dtype
         i, f, o, g = (gates[..., k * H : (k + 1) * H] for k in range(4))
-        # Everything that does not depend on the incoming gradient, for all T at once:
-        #   dz_i = dc * g * i(1-i)      dz_f = dc * c_prev * f(1-f)
-        #   dz_o = dh * tanh(c) * o(1-o) dz_g = dc * i * (1-g^2)
-        #   dc  += dh * o * (1 - tanh(c)^2)
-        mult = scratch(ws, key + "mult", gates.shape, dt)
-        # s(1-s) for the three sigmoid gates in one pass: s - s^2
-        sig, msig = gates[..., : 3 * H], mult[..., : 3 * H]
-        np.square(sig, out=msig)
-        np.subtract(sig, msig, out=msig)
-        mult[..., :H] *= g
-        mult[..., H : 2 * H] *= call[:-1]
-        mult[..., 2 * H : 3 * H] *= tanh_c
-        np.square(g, out=mult[..., 3 * H :])
-        np.subtract(1.0, mult[..., 3 * H :], out=mult[..., 3 * H :])
-        mult[..., 3 * H :] *= i
-        dc_from_h = scratch(ws, key + "dc_from_h", tanh_c.shape, dt)
-        np.square(tanh_c, out=dc_from_h)
-        np.subtract(1.0, dc_from_h, out=dc_from_h)
-        dc_from_h *= o
-
         dxw = scratch(ws, key + "dxw", gates.shape, dt)
         if dstate is None:
-            dh = np.zeros((B, H), dtype=dhs.dtype)
-            dc = np.zeros((B, H), dtype=dhs.dtype)
+            dh = np.zeros((B, H), dtype=dt)
+            dc = np.zeros((B, H), dtype=dt)
         else:
             dh, dc = dstate[0].copy(), dstate[1].copy()
-        tmp = np.empty((B, H), dtype=dhs.dtype)
+        # Per step, with z the pre-activations:
+        #   dc  += dh * o * (1 - tanh(c)^2)
+        #   dz_i = dc * g * i(1-i)        dz_f = dc * c_prev * f(1-f)
+        #   dz_o = dh * tanh(c) * o(1-o)  dz_g = dc * i * (1-g^2)
+        # The gradient-independent multipliers are formed step by step in small buffers that
+        # stay in cache: precomputing them for all T at once streams several (T, B, 4H)
+        # arrays through memory and was measured slower.
+        m = np.empty((B, 4 * H), dtype=dt)
+        dc_from_h = np.empty((B, H), dtype=dt)
         for t in range(T - 1, -1, -1):
+            gt = gates[t]
+            np.square(gt[:, : 3 * H], out=m[:, : 3 * H])
+            np.subtract(gt[:, : 3 * H], m[:, : 3 * H], out=m[:, : 3 * H])  # s(1-s)
+            m[:, :H] *= g[t]
+            m[:, H : 2 * H] *= call[t]
+            m[:, 2 * H : 3 * H] *= tanh_c[t]
+            np.square(g[t], out=m[:, 3 * H :])
+            np.subtract(1.0, m[:, 3 * H :], out=m[:, 3 * H :])
+            m[:, 3 * H :] *= i[t]
+            np.square(tanh_c[t], out=dc_from_h)
+            np.subtract(1.0, dc_from_h, out=dc_from_h)
+            dc_from_h *= o[t]
+
             dh += dhs[t]
-            np.multiply(dh, dc_from_h[t], out=tmp)
-            dc += tmp
+            dc_from_h *= dh
+            dc += dc_from_h
             dz = dxw[t]
             # i, f and g take dc, o takes dh (one call per gate: broadcasting over a gate
             # axis is several times slower in NumPy than four contiguous multiplies)
-            m = mult[t]
             np.multiply(dc, m[:, :H], out=dz[:, :H])
             np.multiply(dc, m[:, H : 2 * H], out=dz[:, H : 2 * H])
             np.multiply(dh, m[:, 2 * H : 3 * H], out=dz[:, 2 * H : 3 * H])

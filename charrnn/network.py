@@ -218,7 +218,7 @@ def forward(
         out = hs
         if use_dropout:
             mask = scratch(ws, f"l{k}.mask", hs.shape, hs.dtype)
-            rng.random(out=mask)
+            rng.random(out=mask, dtype=mask.dtype)
             # keep with probability `keep`, scaled by 1/keep (inverted dropout)
             np.less(mask, keep, out=mask)
             mask *= 1.0 / keep

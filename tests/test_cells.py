@@ -1,4 +1,4 @@
-"""Tests for charrnn.cells: BPTT gradients by finite differences, gate layouts, the one-step path."""
+"""Tests for charrnn.cells: BPTT gradients by finite differences, gate layouts, one-step path."""
 
 import numpy as np
 import pytest
@@ -88,7 +88,8 @@ def _reference_forward(name: str, xw, p, state):
 
 
 def test_registry_names_and_shapes():
-    assert CELLS == {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+    assert list(CELLS) == ["rnn", "lstm", "gru"]
+    assert (CELLS["rnn"], CELLS["lstm"], CELLS["gru"]) == (RNNCell, LSTMCell, GRUCell)
     for name, cell in CELLS.items():
         assert cell.name == name
     assert (RNNCell.n_gates, LSTMCell.n_gates, GRUCell.n_gates) == (1, 4, 3)
