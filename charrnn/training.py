@@ -80,12 +80,70 @@ def graceful_interrupts(flag: StopFlag):
             signal.signal(s, h)
 
 
+class _SharedBlas:
+    """Bookkeeping of the training runs that overlap in time in this process."""
+
+    lock = threading.Lock()
+    runs = 0
+    base: int | None = None  # BLAS threads before the runs began to overlap
+
+
+def _set_blas_threads(n: int | None) -> int | None:
+    """Set the BLAS thread pools to ``n`` threads (None: leave them); returns the old size.
+
+    Callers hold ``_SharedBlas.lock``. threadpoolctl lets only one "controlling" thread resize
+    OpenBLAS's process-wide pool and silently ignores the others; the lock already serialises
+    every resize made here, so that claim is released after each one.
+    """
+    import threadpoolctl
+
+    ctl = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    sizes = [lib["num_threads"] for lib in ctl.info()]
+    if n is not None and sizes:
+        ctl.limit(limits=n, user_api="blas")
+        clear = getattr(
+            getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None
+        )
+        if clear is not None:
+            clear(force=True)
+    return max(sizes, default=None)
+
+
+@contextmanager
+def shared_blas_threads():
+    """Divide the BLAS threads among training runs that overlap in one process.
+
+    Process-based workers (joblib's default loky backend, Dask's worker processes) start
+    with a per-worker BLAS limit set by their launcher (joblib: ``cpu_count // n_jobs``), and
+    a lone run keeps whatever it finds. Runs in threads of one process (joblib's threading
+    backend, a Dask ``LocalCluster(processes=False)``) share one process-wide BLAS pool: while
+    ``n`` of them run, it is cut to ``max(1, base // n)`` threads, and restored to ``base``
+    when only one is left.
+    """
+    with _SharedBlas.lock:
+        _SharedBlas.runs += 1
+        if _SharedBlas.runs == 2:
+            _SharedBlas.base = _set_blas_threads(None)
+        if _SharedBlas.runs >= 2 and _SharedBlas.base is not None:
+            _set_blas_threads(max(1, _SharedBlas.base // _SharedBlas.runs))
+    try:
+        yield
+    finally:
+        with _SharedBlas.lock:
+            _SharedBlas.runs -= 1
+            n, base = _SharedBlas.runs, _SharedBlas.base
+            if n >= 1 and base is not None:
+                _set_blas_threads(base if n == 1 else max(1, base // n))
+            if n <= 1:
+                _SharedBlas.base = None
+
+
 class DivergedError(RuntimeError):
     """Raised inside the loop when the loss or the gradient stops being finite."""
 
 
 def stream_loss(
-    params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 32
+    params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 128
 ) -> float:
     """Mean negative log-likelihood per character of ``ids`` read as parallel streams.
 
@@ -104,7 +162,7 @@ def stream_loss(
     n = len(ids) - 1
     if n < 1:
         return math.nan
-    B = max(1, min(n_streams, n // 64))
+    B = max(1, min(n_streams, n // 256))
     L = n // B
     streams = np.asarray(ids[: B * L + 1])
     inputs_all = streams[:-1].reshape(B, L)
@@ -170,6 +228,9 @@ class Trainer:
         self.progress = Progress()
         self.workspace = Workspace()
         self.best_params: dict | None = None
+        # the weights of the last step whose loss and gradient were finite (divergence undo)
+        self._last_good = {k: np.empty_like(v) for k, v in params.items()}
+        self._have_last_good = False
 
     # -- checkpoint support -------------------------------------------------------------------
     def state_header(self) -> dict:
@@ -239,10 +300,37 @@ class Trainer:
     ) -> Progress:
         """Train until ``max_epochs`` passes, ``max_time`` seconds, early stopping or a stop flag.
 
-        ``on_step(trainer, loss, grad_norm)`` is called after every step and ``on_epoch(trainer,
-        record)`` after every pass; either may return True to stop. Raises
-        :class:`DivergedError` (weights left at the last finite step) when training diverges.
+        ``on_step(trainer, loss, grad_norm, lr)`` is called after every step and
+        ``on_epoch(trainer, record)`` after every pass; either may return True to stop. Raises
+        :class:`DivergedError` (weights put back to those of the last step whose loss and
+        gradient were finite) when training diverges. Runs overlapping in time share the
+        process's BLAS threads (:func:`shared_blas_threads`).
         """
+        with shared_blas_threads():
+            return self._loop(
+                max_epochs,
+                max_time,
+                early_stopping,
+                n_iter_no_change,
+                tol,
+                stop_flag,
+                on_step,
+                on_epoch,
+                total_epochs_for_schedule,
+            )
+
+    def _loop(
+        self,
+        max_epochs,
+        max_time,
+        early_stopping,
+        n_iter_no_change,
+        tol,
+        stop_flag,
+        on_step,
+        on_epoch,
+        total_epochs_for_schedule,
+    ) -> Progress:
         p = self.progress
         n_chunks = self.batches.n_chunks
         sched_epochs = total_epochs_for_schedule or max_epochs
@@ -270,11 +358,18 @@ class Trainer:
                 )
                 gnorm = clip_grad_norm(grads, self.clip_norm)
                 if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                    # the last update may already have made the weights inf or useless
+                    if self._have_last_good:
+                        for name, good in self._last_good.items():
+                            np.copyto(self.params[name], good)
                     raise DivergedError(
                         f"training diverged at step {p.step} (loss {loss}, gradient norm "
                         f"{gnorm}); the weights are those of the last finite step. Try a "
                         f"smaller learning_rate (e.g. {self.learning_rate / 3:.2g}) or clip_norm."
                     )
+                for name, value in self.params.items():
+                    np.copyto(self._last_good[name], value)
+                self._have_last_good = True
                 self.optimizer.step(grads, lr)
                 self.state = new_state
                 p.step += 1
