@@ -1,8 +1,8 @@
 # charrnn developer tasks. Needs only python3 (with pip), make and a POSIX shell.
 #
 #   make install                     create .venv and install charrnn with the dev extras
-#   make train CORPUS=tiny ARGS="--max-steps 200"
-#   make sample ARGS="--length 500"
+#   make train CORPUS=shakespeare ARGS="--max-time 60 --cell gru"
+#   make sample ARGS="--len 500 --temperature 0.7"
 #   make test PYTEST_ARGS="-m 'not slow'"
 
 PYTHON ?= python3

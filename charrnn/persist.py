@@ -294,12 +294,19 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         raise ValueError(f"{where} does not exist")
     if path.is_dir():
         raise ValueError(f"{where} is a directory; expected a .npz file written by charrnn")
+    # Only a zip archive can be a model file; anything else is refused before NumPy would
+    # treat it as a pickle (which allow_pickle=False refuses anyway, with advice to unpickle
+    # the file -- the wrong advice for a file from an unknown source).
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{where} is not a charrnn model file (not an .npz archive: truncated, corrupt or "
+            "another kind of file)"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        # np.load falls back to pickle for unrecognised bytes; with allow_pickle=False that
-        # fallback raises instead of executing anything.
-        raise ValueError(f"{where} is not a readable charrnn model file ({exc})") from exc
+        reason = str(exc).split(". If you trust")[0]
+        raise ValueError(f"{where} is not a readable charrnn model file ({reason})") from exc
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(f"{where} is not a charrnn model file (a single .npy array, not .npz)")
 

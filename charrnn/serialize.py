@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from charrnn import network
-from charrnn.persist import load_arrays, save_arrays
+from charrnn.persist import check_writable, load_arrays, save_arrays
 from charrnn.vocab import CharVocab
 
 _FITTED_SCALARS = (
@@ -29,6 +29,9 @@ _FITTED_SCALARS = (
     "history_",
     "stop_reason_",
     "diverged_",
+    # set by `charrnn train`: {"source", "n_chars", "sha256"} of the text, so --resume can
+    # check it is given the same corpus; None for models fitted through the Python API
+    "training_corpus_",
 )
 
 
@@ -54,7 +57,10 @@ def save_generator(est, path: str | os.PathLike) -> None:
     """
     for name, value in est.params_.items():
         if not np.all(np.isfinite(value)):
-            raise ValueError(f"refusing to save: weight {name!r} holds NaN or infinity")
+            raise ValueError(
+                f"refusing to save {str(path)!r}: weight {name!r} holds NaN or infinity"
+            )
+    check_writable(path)  # a missing folder is a ValueError naming the path, not an OSError
     fitted = {name: getattr(est, name, None) for name in _FITTED_SCALARS}
     fitted["best_validation_score_"] = _finite_or_none(fitted["best_validation_score_"])
     header = {

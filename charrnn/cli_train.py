@@ -1,0 +1,431 @@
+"""``charrnn train``: fit a CharRNNGenerator on a corpus, saving as it goes.
+
+The command checks everything it can before the first step (the corpus reads and is long
+enough, the model path is writable, the disk has room), then trains with a progress bar, saves
+the model atomically at every pass end and when training stops (finished, time budget, early
+stopping, Ctrl-C or SIGTERM), and never writes weights that are not finite.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import shutil
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+from click.core import ParameterSource
+from tqdm import tqdm
+
+from charrnn import network
+from charrnn.cli_common import (
+    ZERO_IS_NONE,
+    Corpus,
+    hyperparameter_options,
+    library_errors,
+    load_generator,
+    models_dir,
+    read_corpus,
+    remember_model,
+)
+from charrnn.data import split_train_validation
+from charrnn.estimator import CharRNNGenerator
+from charrnn.persist import check_writable
+from charrnn.training import StopFlag, stream_loss
+
+__all__ = ["train"]
+
+EPOCH_SAMPLE_LENGTH = 120
+FINAL_SAMPLE_LENGTH = 200
+SAMPLE_TEMPERATURE = 0.8
+# Without a terminal (CI logs, `nohup`) the bar is hidden; a plain progress line every so often
+# shows the run is alive.
+LOG_EVERY_SECONDS = 60.0
+
+# Changing these on --resume would change the network or the data layout the saved state
+# belongs to, so a resumed run refuses them.
+_FIXED_ON_RESUME = (
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "embedding_dim",
+    "dropout",
+    "seq_length",
+    "batch_size",
+    "optimizer",
+    "validation_fraction",
+    "dtype",
+    "random_state",
+)
+
+
+@click.command()
+@click.argument("corpus_source", metavar="CORPUS_OR_PATH")
+@click.option(
+    "--model",
+    "-m",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default="models/<corpus name or file stem>.npz",
+    help="Where the model is saved (at each pass end and when training stops).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Continue the --model file's interrupted training exactly where it stopped.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Start a new model even if the --model file exists (it is replaced).",
+)
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the file.")
+@click.option(
+    "--errors",
+    type=click.Choice(["strict", "replace"]),
+    default="strict",
+    show_default=True,
+    help="What to do with bytes the encoding cannot decode.",
+)
+@hyperparameter_options
+@click.pass_context
+def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hyper):
+    """Train a model on CORPUS_OR_PATH: a corpus name (see `charrnn corpora`) or a text file.
+
+    A named corpus is built on first use. The model is saved at the end of every pass over
+    the text and when training stops; Ctrl-C stops after the current step, saves, and prints
+    the command that resumes.
+    """
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other; give one")
+    for name in ZERO_IS_NONE:
+        if hyper[name] == 0:
+            hyper[name] = None
+    corpus = read_corpus(corpus_source, encoding, errors)
+    model = model if model is not None else models_dir() / f"{corpus.label}.npz"
+    if resume:
+        gen = _prepare_resume(ctx, model, corpus, hyper)
+    else:
+        if model.exists() and not overwrite:
+            raise click.UsageError(
+                f"{model} already exists; continue its training with --resume, or start "
+                "over with --overwrite (or choose another --model)"
+            )
+        gen = CharRNNGenerator(**hyper)
+        _check_length(corpus, gen)
+    with library_errors():
+        check_writable(model, make_parents=True)
+        _check_disk_space(model, gen, corpus)
+    if resume:
+        click.echo(f"Resuming {model} on {corpus.source} ({len(corpus.text):,} characters)")
+    else:
+        click.echo(f"Training a new model on {corpus.source} ({len(corpus.text):,} characters)")
+        gen.training_corpus_ = corpus.fingerprint()
+    run = _TrainingRun(gen, model)
+    run.fit(corpus.text, resume)
+    _finish(ctx, run, corpus, encoding, errors)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks before training
+
+
+def _option_names(ctx) -> dict[str, str]:
+    return {p.name: p.opts[0] for p in ctx.command.params if p.opts}
+
+
+def _prepare_resume(ctx, model: Path, corpus: Corpus, hyper: dict) -> CharRNNGenerator:
+    """Load the model to resume, check it matches the corpus, apply allowed overrides."""
+    if not model.exists():
+        raise click.UsageError(
+            f"nothing to resume: {model} does not exist (train without --resume first)"
+        )
+    gen = load_generator(model)
+    if getattr(gen, "_training_state", None) is None:
+        raise click.UsageError(f"{model} holds no training state to resume from")
+    recorded = getattr(gen, "training_corpus_", None)
+    current = corpus.fingerprint()
+    if isinstance(recorded, dict):
+        if recorded.get("n_chars") != current["n_chars"]:
+            raise click.UsageError(
+                f"{model} was trained on {recorded.get('source')!r} ({recorded.get('n_chars'):,} "
+                f"characters), but {corpus.source!r} has {current['n_chars']:,}; --resume "
+                "needs the same text"
+            )
+        if recorded.get("sha256") != current["sha256"]:
+            raise click.UsageError(
+                f"{corpus.source!r} differs from the text {model} was trained on "
+                f"({recorded.get('source')!r}, same length); --resume needs the same text"
+            )
+    else:
+        click.echo(
+            f"warning: {model} does not record its training text; cannot check it is "
+            f"{corpus.source!r}",
+            err=True,
+        )
+        gen.training_corpus_ = current
+    names = _option_names(ctx)
+    saved = gen.get_params()
+    overrides = {}
+    for name, value in hyper.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            continue
+        if name in _FIXED_ON_RESUME:
+            if value != saved[name]:
+                raise click.UsageError(
+                    f"{names[name]} cannot change on --resume: the model was trained with "
+                    f"{saved[name]!r} (got {value!r})"
+                )
+        else:
+            overrides[name] = value
+    gen.set_params(**overrides)
+    header = gen._training_state[0]
+    if header["epoch"] >= gen.max_iter:
+        raise click.UsageError(
+            f"{model} has already completed {header['epoch']} passes (--max-iter "
+            f"{gen.max_iter}); give a larger --max-iter to train further"
+        )
+    if gen.max_time is not None and header["elapsed"] >= gen.max_time:
+        raise click.UsageError(
+            f"{model} has used its time budget ({header['elapsed']:.0f} s of --max-time "
+            f"{gen.max_time:g}); give a larger --max-time (0 = no limit) to train further"
+        )
+    return gen
+
+
+def _check_length(corpus: Corpus, gen: CharRNNGenerator) -> None:
+    """Refuse a corpus too short for one training chunk, in the CLI's own terms."""
+    n = len(corpus.text) + 1  # the estimator appends an end-of-document symbol
+    n_val = min(round(n * gen.validation_fraction), n - 1)
+    n_train = n - n_val
+    need = gen.batch_size * gen.seq_length + 1
+    if n_train < need:
+        raise click.UsageError(
+            f"corpus {corpus.source!r} is too short: {n_train:,} characters remain for training "
+            f"(after --validation-fraction {gen.validation_fraction:g}), but one training chunk "
+            f"needs --batch-size x --seq-length + 1 = {gen.batch_size} x {gen.seq_length} + 1 "
+            f"= {need:,}; use a smaller --batch-size or --seq-length"
+        )
+
+
+def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: Corpus) -> None:
+    """Report a disk too full for the model file now, not after hours of training."""
+    if hasattr(gen, "params_"):
+        params = gen.params_
+    else:
+        vocab_size = len(set(corpus.text)) + 2  # + end-of-document and unknown symbols
+        config = network.NetworkConfig(
+            cell=gen.cell,
+            vocab_size=vocab_size,
+            hidden_size=gen.hidden_size,
+            num_layers=gen.num_layers,
+            embedding_dim=gen.embedding_dim,
+            dropout=float(gen.dropout),
+            dtype=gen.dtype,
+        )
+        params = network.init_params(config, np.random.default_rng(0))
+    n_bytes = sum(p.nbytes for p in params.values())
+    # weights + up to two optimiser buffers + the best-validation copy, plus a margin; the old
+    # file stays until the new one is complete, so all of it must fit in the free space.
+    needed = 4 * n_bytes + (1 << 20)
+    free = shutil.disk_usage(model.parent).free
+    if free < needed:
+        raise click.ClickException(
+            f"not enough free disk space for {model}: saving it needs about "
+            f"{needed / 1e6:,.1f} MB, {model.parent} has {free / 1e6:,.1f} MB free"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class _TrainingRun:
+    """Callbacks for ``fit``: progress bar, saves and samples at pass ends."""
+
+    def __init__(self, gen: CharRNNGenerator, model: Path) -> None:
+        self.gen = gen
+        self.model = model
+        self.flag = StopFlag()
+        self.bar = None
+        self.val_loss: float | None = None
+        self.remembered = False
+        seed = gen.random_state if isinstance(gen.random_state, int) else None
+        # A generator of its own, so printing samples never changes the training's randomness.
+        self.sample_rng = np.random.default_rng(seed)
+        self.caught: list[warnings.WarningMessage] = []
+
+    def write(self, text: str) -> None:
+        # tqdm.write keeps a live progress bar below the printed lines
+        if self.bar is not None:
+            tqdm.write(text)
+        else:
+            click.echo(text)
+
+    def save(self) -> bool:
+        try:
+            self.gen.save(self.model)
+        except (ValueError, OSError) as exc:
+            self.write(f"warning: could not save {self.model}: {exc}")
+            return False
+        if not self.remembered:
+            remember_model(self.model)
+            self.remembered = True
+        return True
+
+    def fit(self, text: str, resume: bool) -> None:
+        with warnings.catch_warnings(record=True) as caught, library_errors():
+            warnings.simplefilter("default")
+            try:
+                self.gen.fit(
+                    text,
+                    on_epoch=self.on_epoch,
+                    on_step=self.on_step,
+                    stop_flag=self.flag,
+                    resume=resume,
+                )
+            finally:
+                if self.bar is not None:
+                    self.bar.close()
+        self.caught = list(caught)
+
+    def on_step(self, gen, trainer, loss, grad_norm, lr) -> bool:
+        p = trainer.progress
+        n_chunks = trainer.batches.n_chunks
+        position = p.epoch * n_chunks + p.chunk
+        if self.bar is None:
+            self.bar = tqdm(
+                total=gen.max_iter * n_chunks,
+                initial=position - 1,
+                unit="step",
+                disable=None,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+            )
+            self.start = (p.step - 1, p.elapsed, p.chars_seen - trainer.batches.chars_per_chunk)
+            self.last_log = time.monotonic()
+        self.bar.update(1)
+        if p.step % 10 and not self.bar.disable:
+            return False
+        steps = p.step - self.start[0]
+        spent = max(p.elapsed - self.start[1], 1e-9)
+        left = (self.bar.total - position) * spent / steps
+        if gen.max_time is not None:
+            left = min(left, max(0.0, gen.max_time - p.elapsed))
+        stats = {"loss": f"{loss:.3f}"}
+        if self.val_loss is not None:
+            stats["val"] = f"{self.val_loss:.3f}"
+        stats["chars/s"] = f"{(p.chars_seen - self.start[2]) / spent:,.0f}"
+        stats["left"] = tqdm.format_interval(left)
+        if not self.bar.disable:
+            self.bar.set_postfix(stats, refresh=False)
+        elif time.monotonic() - self.last_log >= LOG_EVERY_SECONDS:
+            self.last_log = time.monotonic()
+            line = ", ".join(f"{k} {v}" for k, v in stats.items())
+            click.echo(f"step {position:,}/{self.bar.total:,}: {line}")
+        return False
+
+    def on_epoch(self, gen, record) -> bool:
+        self.val_loss = record["val_loss"]
+        saved = self.save()
+        line = f"pass {record['epoch']}/{gen.max_iter}: train loss {record['train_loss']:.4f}"
+        if record["val_loss"] is not None:
+            line += f", validation loss {record['val_loss']:.4f}"
+        line += " nats/char; " + (f"saved {self.model}" if saved else "NOT saved")
+        self.write(line)
+        sample = gen.sample(
+            1,
+            EPOCH_SAMPLE_LENGTH,
+            temperature=SAMPLE_TEMPERATURE,
+            random_state=self.sample_rng,
+            stop_at_end=False,
+        )[0]
+        self.write(f"---\n{sample}\n---")
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# After training
+
+
+def _final_loss(gen: CharRNNGenerator, text: str) -> tuple[str, float]:
+    """The saved weights' validation loss (the training measure), or the last training loss."""
+    ids = gen.vocab_.encode_documents([text])
+    _, val_ids = split_train_validation(ids, gen.validation_fraction)
+    if len(val_ids) >= 2:
+        return "validation loss", stream_loss(gen.params_, gen.config_, val_ids)
+    train_losses = [r["train_loss"] for r in gen.history_]
+    return "training loss (no validation split)", train_losses[-1] if train_losses else math.nan
+
+
+def _describe_stop(gen: CharRNNGenerator) -> str:
+    reason = gen.stop_reason_
+    if reason == "max_iter":
+        return f"finished {gen.max_iter} passes (--max-iter)"
+    if reason == "max_time":
+        return f"used the time budget (--max-time {gen.max_time:g})"
+    if reason == "early_stopping":
+        return (
+            f"early stopping: no validation improvement in {gen.n_iter_no_change} passes; "
+            "kept the best weights"
+        )
+    return reason
+
+
+def _finish(ctx, run: _TrainingRun, corpus: Corpus, encoding: str, errors: str) -> None:
+    gen, model = run.gen, run.model
+    messages = []
+    for w in run.caught:
+        text = str(w.message)
+        if gen.diverged_ and "diverged" in text:
+            messages.append(text)
+        elif "interrupted" not in text:
+            click.echo(f"warning: {text}", err=True)
+    if gen.diverged_:
+        saved = run.save()
+        where = (
+            f"the last finite weights are saved in {model}"
+            if saved
+            else f"{model} was not changed by this step"
+        )
+        detail = messages[0] if messages else "training diverged (loss or gradient not finite)"
+        raise click.ClickException(f"{detail} (--learning-rate, --clip-norm); {where}")
+    if not run.save():
+        raise click.ClickException(f"training finished but {model} could not be saved")
+    elapsed = gen._training_state[0]["elapsed"]
+    click.echo(
+        f"Stopped: {_describe_stop(gen)}; {gen.n_chars_seen_:,} characters seen in "
+        f"{tqdm.format_interval(elapsed)}. Model saved to {model}"
+    )
+    with library_errors():
+        label, loss = _final_loss(gen, corpus.text)
+        sample = gen.sample(
+            1,
+            FINAL_SAMPLE_LENGTH,
+            temperature=SAMPLE_TEMPERATURE,
+            random_state=run.sample_rng,
+            stop_at_end=False,
+        )[0]
+    click.echo(f"{label}: {loss:.4f} nats/char ({loss / math.log(2):.4f} bits/char)")
+    click.echo(f"sample ({FINAL_SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}):")
+    click.echo(sample)
+    command = ["charrnn", "train", corpus.source, "--model", str(model), "--resume"]
+    if encoding != "utf-8":
+        command += ["--encoding", encoding]
+    if errors != "strict":
+        command += ["--errors", errors]
+    if gen.stop_reason_.startswith("interrupted"):
+        click.echo(f"Training was interrupted. To resume:\n  {shlex.join(command)}")
+        signum = getattr(signal, run.flag.signal_name, signal.SIGINT)
+        ctx.exit(128 + int(signum))
+    if gen.stop_reason_ == "max_time":
+        budget = f"{2 * gen.max_time:g}"
+        click.echo(f"To train longer:\n  {shlex.join([*command, '--max-time', budget])}")
