@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
 from charrnn import network
@@ -36,6 +37,8 @@ def check_documents(X, name: str = "X") -> list[str]:
         return [X]
     if isinstance(X, bytes | bytearray):
         raise TypeError(f"{name} must be str or an iterable of str, got bytes; decode it first")
+    if hasattr(X, "tocsr") and hasattr(X, "nnz"):  # scipy.sparse, without importing scipy
+        raise TypeError(f"{name} must be text; sparse matrices are not supported")
     if X is None or isinstance(X, numbers.Number) or not isinstance(X, Iterable):
         raise TypeError(
             f"{name} must be a string or an iterable of strings, got {type(X).__name__}"
@@ -68,6 +71,17 @@ def _check_real(name, value, low, high=math.inf, low_open=False, none_ok=False):
     if value < low or (low_open and value == low) or value >= high:
         lo = "(" if low_open else "["
         raise ValueError(f"{name} must be in {lo}{low}, {high}), got {value!r}")
+
+
+def _as_generator(rs) -> np.random.Generator:
+    """A Generator from ``random_state``: None, an int >= 0, a Generator or a RandomState."""
+    if isinstance(rs, np.random.Generator):
+        return rs
+    if rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0):
+        return np.random.default_rng(rs)
+    if isinstance(rs, np.random.RandomState):
+        return np.random.default_rng(rs.randint(0, 2**31 - 1))
+    raise ValueError(f"random_state must be None, an int >= 0 or a numpy Generator, got {rs!r}")
 
 
 class CharRNNGenerator(BaseEstimator):
@@ -143,7 +157,8 @@ class CharRNNGenerator(BaseEstimator):
     Unknown characters: a character not seen in training is read as the unknown symbol (its
     embedding is untrained) and, as a target, gets the probability the model gives the
     unknown symbol, which training drives close to zero -- scoring text with unseen characters
-    is finite but heavily penalised. ``sample(prime=...)`` refuses unseen characters.
+    is finite but heavily penalised. ``sample(prime=...)`` refuses unseen characters, and
+    ``sample`` never generates the unknown symbol.
 
     Examples
     --------
@@ -207,6 +222,8 @@ class CharRNNGenerator(BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.target_tags.required = False
         tags.non_deterministic = False
+        # transform() gives features; no input dtype is carried through to them
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
     def _validate_params(self) -> None:
@@ -228,7 +245,8 @@ class CharRNNGenerator(BaseEstimator):
             _check_int(name, getattr(self, name), 1)
         _check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
         _check_int("n_iter_no_change", self.n_iter_no_change, 1)
-        _check_int("verbose", self.verbose, 0)
+        verbose = self.verbose
+        _check_int("verbose", int(verbose) if isinstance(verbose, bool | np.bool_) else verbose, 0)
         _check_real("dropout", self.dropout, 0.0, 1.0)
         _check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
         _check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
@@ -240,14 +258,7 @@ class CharRNNGenerator(BaseEstimator):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def _rng(self) -> np.random.Generator:
-        rs = self.random_state
-        if isinstance(rs, np.random.Generator):
-            return rs
-        if rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
-            return np.random.default_rng(rs)
-        if isinstance(rs, np.random.RandomState):
-            return np.random.default_rng(rs.randint(0, 2**31 - 1))
-        raise ValueError(f"random_state must be None, an int or a numpy Generator, got {rs!r}")
+        return _as_generator(self.random_state)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X, y=None, *, on_epoch=None, on_step=None, stop_flag=None, resume=False):
@@ -534,6 +545,7 @@ class CharRNNGenerator(BaseEstimator):
         -------
         ndarray of str, shape (n_docs,)
         """
+        check_is_fitted(self)  # before self.classes_ is read
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def transform(self, X) -> np.ndarray:
@@ -574,6 +586,7 @@ class CharRNNGenerator(BaseEstimator):
         top_k : int or None
         top_p : float in (0, 1] or None
         random_state : int, Generator or None
+            The same value gives the same texts.
         stop_at_end : bool
             Stop a sample at the end-of-document symbol.
 
@@ -591,17 +604,17 @@ class CharRNNGenerator(BaseEstimator):
             raise ValueError(
                 f"prime contains characters the model never saw in training: {unknown!r:.80}"
             )
-        if isinstance(random_state, np.random.Generator):
-            rng = random_state
-        elif random_state is None or isinstance(random_state, numbers.Integral):
-            rng = np.random.default_rng(random_state)
-        else:
-            raise ValueError(f"random_state must be None, an int or a Generator: {random_state!r}")
+        rng = _as_generator(random_state)
         from charrnn.sampling import generate
 
         prime_ids = np.concatenate(([CharVocab.EOD_ID], self.vocab_.encode(prime))).astype(np.intp)
+        # The unknown symbol stands for characters the model never saw; it is never generated
+        # (a -inf output bias gives it probability 0 at every step).
+        params = dict(self.params_)
+        params["by"] = params["by"].copy()
+        params["by"][CharVocab.UNK_ID] = -np.inf
         outs = generate(
-            self.params_,
+            params,
             self.config_,
             n_samples=n_samples,
             length=length,

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from charrnn import cli_train, load, network
 from charrnn.cli import cli
+from charrnn.cli_common import TRAIN_DEFAULTS
 from charrnn.corpora import CORPORA_ENV
 
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8"]
@@ -103,7 +104,7 @@ def test_options_reach_the_estimator(corpus, tmp_path):
     assert (p["cell"], p["embedding_dim"], p["dropout"], p["optimizer"]) == ("gru", 5, 0.1, "sgd")
     assert p["clip_norm"] is None and p["early_stopping"] is False
     assert (p["lr_schedule"], p["dtype"], p["learning_rate"]) == ("constant", "float64", 0.05)
-    assert p["validation_fraction"] == 0.2 and p["max_time"] is None
+    assert p["validation_fraction"] == 0.2 and p["max_time"] == TRAIN_DEFAULTS["max_time"]
     assert gen.params_["Why"].dtype == np.float64
 
 
