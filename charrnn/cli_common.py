@@ -22,6 +22,8 @@ from charrnn.corpora import CORPORA, build_corpus, read_text, resolve_corpus
 from charrnn.estimator import CharRNNGenerator
 from charrnn.optim import OPTIMIZERS, SCHEDULES
 from charrnn.persist import atomic_write
+from charrnn.textfile import TextCorpus
+from charrnn.vocab import CharVocab
 
 __all__ = [
     "DEBUG_ENV",
@@ -300,6 +302,10 @@ def load_generator(path: Path) -> CharRNNGenerator:
 class Corpus:
     """A corpus read for a command: its label, file, text and a fingerprint of the text.
 
+    The text is either held as a string (``text``) or, for a big file, left on disk and read
+    in blocks through a :class:`~charrnn.textfile.TextCorpus` (``stream``; ``text`` is None).
+    ``data``, ``n_chars``, ``n_distinct``, ``ids`` and ``fingerprint`` work for both.
+
     Attributes
     ----------
     source : str
@@ -309,29 +315,85 @@ class Corpus:
     named : bool
         True for a named corpus (``shakespeare``, ``python``).
     path : Path
-    text : str
+    text : str or None
+    stream : TextCorpus or None
     """
 
-    def __init__(self, source: str, path: Path, text: str) -> None:
+    def __init__(
+        self, source: str, path: Path, text: str | None, stream: TextCorpus | None = None
+    ) -> None:
+        if (text is None) == (stream is None):
+            raise ValueError("Corpus needs exactly one of text and stream")
         self.source = source
         self.named = source in CORPORA
         self.label = source if self.named else path.stem
         self.path = path
         self.text = text
+        self.stream = stream
+
+    @property
+    def data(self) -> str | TextCorpus:
+        """What ``CharRNNGenerator.fit`` is given: the string or the TextCorpus."""
+        return self.text if self.stream is None else self.stream
+
+    @property
+    def n_chars(self) -> int:
+        return len(self.data)
+
+    @property
+    def n_distinct(self) -> int:
+        """Number of distinct characters in the text."""
+        if self.stream is None:
+            return len(set(self.text))
+        return len(self.stream.vocab().chars)
+
+    def ids(self, vocab: CharVocab):
+        """The text's ids under ``vocab`` with a final end-of-document id, shape (n_chars + 1,).
+
+        A memory-mapped cache for a streamed corpus, an in-memory array otherwise.
+        """
+        if self.stream is None:
+            return vocab.encode_documents([self.text])
+        return self.stream.ids(vocab)
 
     def fingerprint(self) -> dict:
-        """What a model records about its training text, to check a ``--resume``."""
-        digest = hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
-        return {"source": self.source, "n_chars": len(self.text), "sha256": digest}
+        """What a model records about its training text, to check a ``--resume``.
+
+        A streamed corpus gives the same values as its text held in memory would.
+        """
+        if self.stream is not None:
+            digest = self.stream.sha256
+        else:
+            digest = hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+        return {"source": self.source, "n_chars": self.n_chars, "sha256": digest}
 
 
-def read_corpus(source: str, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
-    """Resolve a corpus name or path (building a named corpus on first use) and read it."""
+def read_corpus(
+    source: str,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    stream_over: int | None = None,
+) -> Corpus:
+    """Resolve a corpus name or path (building a named corpus on first use) and read it.
+
+    A file of more than ``stream_over`` bytes is not read into memory: it is scanned once in
+    blocks (vocabulary, length, hash) and left to a :class:`~charrnn.textfile.TextCorpus`,
+    which trains from an id cache written next to it. None reads every file whole.
+    """
     if source in CORPORA and not CORPORA[source].path.is_file():
         click.echo(f"Building the {source!r} corpus (first use) into {CORPORA[source].path} ...")
         with library_errors():
             build_corpus(source, progress=lambda msg: click.echo(f"  {msg}"))
     with library_errors():
         path = resolve_corpus(source, build=False)
+        size = path.stat().st_size
+        if stream_over is not None and size > stream_over:
+            click.echo(
+                f"{path} is large ({size / 1e6:,.0f} MB): reading it in blocks; training "
+                "reads it from a memory-mapped id cache"
+            )
+            stream = TextCorpus(path, encoding=encoding, errors=errors)
+            len(stream)  # the scan pass, here so a decoding error is reported before training
+            return Corpus(source, path, None, stream)
         text = read_text(path, encoding=encoding, errors=errors)
     return Corpus(source, path, text)

@@ -3,7 +3,9 @@
 The command checks everything it can before the first step (the corpus reads and is long
 enough, the model path is writable, the disk has room), then trains with a progress bar, saves
 the model atomically at every pass end and when training stops (finished, time budget, early
-stopping, Ctrl-C or SIGTERM), and never writes weights that are not finite.
+stopping, Ctrl-C or SIGTERM), and never writes weights that are not finite. A file larger than
+``STREAM_OVER_BYTES`` is never read into memory: it is read in blocks and trained on from a
+memory-mapped id cache written next to it (:class:`charrnn.textfile.TextCorpus`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from charrnn.cli_common import (
 from charrnn.data import split_train_validation
 from charrnn.estimator import CharRNNGenerator
 from charrnn.persist import check_writable
+from charrnn.textfile import TextCorpus
 from charrnn.training import StopFlag, stream_loss
 
 __all__ = ["train"]
@@ -42,6 +45,9 @@ __all__ = ["train"]
 EPOCH_SAMPLE_LENGTH = 120
 FINAL_SAMPLE_LENGTH = 200
 SAMPLE_TEMPERATURE = 0.8
+# Files bigger than this are not read into memory: they are streamed through a TextCorpus and
+# trained on from a memory-mapped id cache, so memory does not grow with the corpus.
+STREAM_OVER_BYTES = 64 << 20
 # Without a terminal (CI logs, `nohup`) the bar is hidden; a plain progress line every so often
 # shows the run is alive.
 LOG_EVERY_SECONDS = 60.0
@@ -109,7 +115,7 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
     for name in ZERO_IS_NONE:
         if hyper[name] == 0:
             hyper[name] = None
-    corpus = read_corpus(corpus_source, encoding, errors)
+    corpus = read_corpus(corpus_source, encoding, errors, stream_over=STREAM_OVER_BYTES)
     model = model if model is not None else models_dir() / f"{corpus.label}.npz"
     if resume:
         gen = _prepare_resume(ctx, model, corpus, hyper)
@@ -124,13 +130,18 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
     with library_errors():
         check_writable(model, make_parents=True)
         _check_disk_space(model, gen, corpus)
+    if corpus.stream is not None:
+        # build (or find) the id cache now, so the time it takes is not shown as training
+        click.echo("Preparing the id cache (encoded once per file and vocabulary) ...")
+        with library_errors():
+            corpus.ids(gen.vocab_ if resume else corpus.stream.vocab())
     if resume:
-        click.echo(f"Resuming {model} on {corpus.source} ({len(corpus.text):,} characters)")
+        click.echo(f"Resuming {model} on {corpus.source} ({corpus.n_chars:,} characters)")
     else:
-        click.echo(f"Training a new model on {corpus.source} ({len(corpus.text):,} characters)")
+        click.echo(f"Training a new model on {corpus.source} ({corpus.n_chars:,} characters)")
         gen.training_corpus_ = corpus.fingerprint()
     run = _TrainingRun(gen, model)
-    run.fit(corpus.text, resume)
+    run.fit(corpus.data, resume)
     _finish(ctx, run, corpus, encoding, errors)
 
 
@@ -203,7 +214,7 @@ def _prepare_resume(ctx, model: Path, corpus: Corpus, hyper: dict) -> CharRNNGen
 
 def _check_length(corpus: Corpus, gen: CharRNNGenerator) -> None:
     """Refuse a corpus too short for one training chunk, in the CLI's own terms."""
-    n = len(corpus.text) + 1  # the estimator appends an end-of-document symbol
+    n = corpus.n_chars + 1  # the estimator appends an end-of-document symbol
     n_val = min(round(n * gen.validation_fraction), n - 1)
     n_train = n - n_val
     need = gen.batch_size * gen.seq_length + 1
@@ -221,7 +232,7 @@ def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: Corpus) -> Non
     if hasattr(gen, "params_"):
         params = gen.params_
     else:
-        vocab_size = len(set(corpus.text)) + 2  # + end-of-document and unknown symbols
+        vocab_size = corpus.n_distinct + 2  # + end-of-document and unknown symbols
         config = network.NetworkConfig(
             cell=gen.cell,
             vocab_size=vocab_size,
@@ -281,7 +292,7 @@ class _TrainingRun:
             self.remembered = True
         return True
 
-    def fit(self, text: str, resume: bool) -> None:
+    def fit(self, text: str | TextCorpus, resume: bool) -> None:
         with warnings.catch_warnings(record=True) as caught, library_errors():
             warnings.simplefilter("default")
             try:
@@ -356,9 +367,9 @@ class _TrainingRun:
 # After training
 
 
-def _final_loss(gen: CharRNNGenerator, text: str) -> tuple[str, float]:
+def _final_loss(gen: CharRNNGenerator, corpus: Corpus) -> tuple[str, float]:
     """The saved weights' validation loss (the training measure), or the last training loss."""
-    ids = gen.vocab_.encode_documents([text])
+    ids = corpus.ids(gen.vocab_)
     _, val_ids = split_train_validation(ids, gen.validation_fraction)
     if len(val_ids) >= 2:
         return "validation loss", stream_loss(gen.params_, gen.config_, val_ids)
@@ -406,7 +417,7 @@ def _finish(ctx, run: _TrainingRun, corpus: Corpus, encoding: str, errors: str) 
         f"{tqdm.format_interval(elapsed)}. Model saved to {model}"
     )
     with library_errors():
-        label, loss = _final_loss(gen, corpus.text)
+        label, loss = _final_loss(gen, corpus)
         sample = gen.sample(
             1,
             FINAL_SAMPLE_LENGTH,

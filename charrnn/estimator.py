@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from charrnn import network
 from charrnn.data import split_train_validation
 from charrnn.optim import OPTIMIZERS, SCHEDULES, LRSchedule
+from charrnn.textfile import TextCorpus
 from charrnn.training import DivergedError, StopFlag, Trainer, graceful_interrupts
 from charrnn.vocab import CharVocab
 
@@ -35,6 +36,11 @@ def check_documents(X, name: str = "X") -> list[str]:
     """
     if isinstance(X, str):
         return [X]
+    if isinstance(X, TextCorpus):
+        raise TypeError(
+            f"{name} is a TextCorpus (a file read in blocks); only fit, partial_fit and score "
+            "accept one -- pass the text itself (a string) here"
+        )
     if isinstance(X, bytes | bytearray):
         raise TypeError(f"{name} must be str or an iterable of str, got bytes; decode it first")
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):  # scipy.sparse, without importing scipy
@@ -266,7 +272,9 @@ class CharRNNGenerator(BaseEstimator):
 
         Parameters
         ----------
-        X : str or iterable of str
+        X : str, iterable of str, or TextCorpus
+            A :class:`charrnn.textfile.TextCorpus` is one document trained on from its
+            memory-mapped id cache, so memory does not grow with the file.
         y : ignored
         on_epoch : callable(estimator, record) -> bool, optional
             Called after each pass (the CLI saves the model and prints a sample there);
@@ -289,14 +297,18 @@ class CharRNNGenerator(BaseEstimator):
 
     def _fit(self, X, incremental, on_epoch=None, on_step=None, stop_flag=None, resume=False):
         self._validate_params()
-        docs = check_documents(X)
+        # A TextCorpus (a file too big to hold as a str) gives its vocabulary and a read-only
+        # memmap of its ids, so neither the text nor its ids are ever loaded whole; the rest of
+        # training only slices ``ids`` and runs the same either way.
+        corpus = X if isinstance(X, TextCorpus) else None
+        docs = check_documents(X) if corpus is None else None
         resuming = resume and getattr(self, "_training_state", None) is not None
         continuing = resuming or ((incremental or self.warm_start) and hasattr(self, "params_"))
         if continuing:
             self._check_compatible()
         else:
-            self._initialise(docs)
-        ids = self.vocab_.encode_documents(docs)
+            self._initialise(docs, vocab=None if corpus is None else corpus.vocab())
+        ids = self.vocab_.encode_documents(docs) if corpus is None else corpus.ids(self.vocab_)
         train_ids, val_ids = split_train_validation(ids, self.validation_fraction)
         use_val = self.validation_fraction > 0 and len(val_ids) >= 2
         early = bool(self.early_stopping and use_val)
@@ -378,10 +390,10 @@ class CharRNNGenerator(BaseEstimator):
             )
         return self
 
-    def _initialise(self, docs: list[str]) -> None:
-        """Vocabulary, network and empty history for a new model."""
+    def _initialise(self, docs: list[str] | None, vocab: CharVocab | None = None) -> None:
+        """Vocabulary (``vocab``, else fitted on ``docs``), network and empty history."""
         rng = self._rng()
-        self.vocab_ = CharVocab.fit(docs)
+        self.vocab_ = vocab if vocab is not None else CharVocab.fit(docs)
         self.classes_ = np.array(self.vocab_.symbols)
         self.config_ = network.NetworkConfig(
             cell=self.cell,
@@ -493,12 +505,35 @@ class CharRNNGenerator(BaseEstimator):
 
         Each document counts ``len(doc) + 1`` predictions (its characters and its end), so
         ``score == score_samples(X).sum() / sum(len(d) + 1)`` and perplexity is
-        ``exp(-score)``.
+        ``exp(-score)``. A :class:`~charrnn.textfile.TextCorpus` is scored as one document
+        streamed from its id cache (same value as its text, read one character at a time).
         """
         check_is_fitted(self)
+        if isinstance(X, TextCorpus):
+            return self._score_ids(X.ids(self.vocab_))
         docs = check_documents(X)
         total = self._loglik(docs).sum()
         return float(total / sum(len(d) + 1 for d in docs))
+
+    def _score_ids(self, ids: np.ndarray) -> float:
+        """Mean log-likelihood per symbol of one document's ``(n,)`` ids (ending with EOD).
+
+        The same computation as :meth:`_loglik` for a single document -- read [EOD] + ids[:-1]
+        from a fresh state, 256 steps at a time -- but taking the ids piece by piece, so a
+        memory-mapped corpus is never loaded whole.
+        """
+        total, prev = 0.0, CharVocab.EOD_ID
+        state = network.init_state(self.config_, 1)
+        for t0 in range(0, len(ids), 256):
+            tgt = np.asarray(ids[t0 : t0 + 256], dtype=np.intp)  # (T,)
+            inp = np.concatenate(([prev], tgt[:-1]))
+            prev = tgt[-1]
+            logits, state, _ = network.forward_logits(
+                self.params_, self.config_, inp[:, None], state
+            )
+            logp = network.log_softmax(logits.astype(np.float64))  # (T, 1, V)
+            total += float(np.take_along_axis(logp[:, 0], tgt[:, None], axis=-1).sum())
+        return total / len(ids)
 
     def _final(self, docs):
         """Logits of the next symbol and hidden states after each whole document."""

@@ -327,3 +327,59 @@ def test_divergence_exits_1_and_keeps_finite_weights(corpus, tmp_path, monkeypat
     gen = load(tmp_path / "models" / "tiny.npz")
     assert gen.diverged_ and gen.stop_reason_ == "diverged"
     assert all(np.isfinite(v).all() for v in gen.params_.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Big files: streamed through a TextCorpus and trained on from a memory-mapped id cache
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Treat every corpus file as big."""
+    monkeypatch.setattr(cli_train, "STREAM_OVER_BYTES", 0)
+
+
+def test_big_file_trains_like_the_same_text_in_memory(corpus, tmp_path, monkeypatch):
+    in_memory = run("train", corpus, "--model", "mem.npz", "--max-iter", "2", *TINY)
+    assert "memory-mapped" not in in_memory.output
+    monkeypatch.setattr(cli_train, "STREAM_OVER_BYTES", 0)
+    streamed = run("train", corpus, "--model", "big.npz", "--max-iter", "2", *TINY)
+    assert "memory-mapped id cache" in streamed.output
+    assert len(list(tmp_path.glob("tiny.txt.*.uint8.ids"))) == 1
+    mem, big = load(tmp_path / "mem.npz"), load(tmp_path / "big.npz")
+    assert big.training_corpus_ == mem.training_corpus_
+    # close, not bitwise: the default --max-time makes the schedule read the wall clock
+    for name, value in mem.params_.items():
+        np.testing.assert_allclose(big.params_[name], value, rtol=1e-5, atol=1e-6)
+    loss = r"validation loss: ([\d.]+)"
+    assert float(re.search(loss, streamed.output)[1]) == pytest.approx(
+        float(re.search(loss, in_memory.output)[1]), abs=2e-4
+    )
+
+
+def test_big_file_interrupt_and_resume(corpus, tmp_path, monkeypatch, streamed):
+    args = ["--max-iter", "2", *TINY]
+    run("train", corpus, "--model", "whole.npz", *args)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 40)
+        run("train", corpus, "--model", "cut.npz", *args, code=128 + signal.SIGINT)
+    assert load(tmp_path / "cut.npz").stop_reason_ == "interrupted (SIGINT)"
+    run("train", corpus, "--model", "cut.npz", "--resume")
+    whole, resumed = load(tmp_path / "whole.npz"), load(tmp_path / "cut.npz")
+    for name, value in whole.params_.items():
+        np.testing.assert_allclose(resumed.params_[name], value, rtol=1e-5, atol=1e-6)
+    # the fingerprint is taken by streaming: another text of the same length is refused
+    corpus.write_text(corpus.read_text()[::-1])
+    line = error_line(
+        run("train", corpus, "--model", "cut.npz", "--resume", "--max-iter", 3, code=2)
+    )
+    assert "differs" in line
+
+
+def test_big_file_not_utf8_names_the_offset(tmp_path, streamed):
+    path = tmp_path / "latin.txt"
+    path.write_bytes(tiny_text().encode() + b"caf\xe9\n")
+    line = error_line(run("train", path, *TINY, code=1))
+    assert f"byte offset {len(tiny_text().encode()) + 3}" in line and "--errors replace" in line
+    run("train", path, "--errors", "replace", "--max-iter", "1", *TINY)
+    assert "\ufffd" in load(tmp_path / "models" / "latin.npz").vocab_.chars
