@@ -8,16 +8,19 @@ The probabilities of a row are computed as ``exp((logits - max) / temperature)``
 logits' dtype, masked by top-k and top-p, and accumulated into a float64 CDF. Generating one
 sample at a time (the common ``charrnn sample`` case) uses :class:`_FastStepper`, a
 specialised copy of :func:`charrnn.network.step` for batch 1 that works on pre-arranged weights
-and preallocated 1-D buffers: at batch 1 the cost of a step is the Python and NumPy call
-overhead, not arithmetic, so the number of NumPy calls per character is what it minimises.
+and preallocated 1-D buffers: at batch 1 a step costs its matrix-vector products plus about a
+microsecond per NumPy call, so it makes as few calls per character as it can.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
 from collections.abc import Iterator
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from charrnn.network import NetworkConfig, forward_logits, init_state, step
 
@@ -27,6 +30,8 @@ _UNIFORM_BLOCK = 1 << 16
 # Above this size (bytes) the first layer's (V, G*H) input table is not precomputed; the
 # generic path is used instead.
 _MAX_TABLE_BYTES = 64 << 20
+# Built on first use by _single_threaded_blas.
+_blas_controller: ThreadpoolController | None = None
 
 
 def _check_sampling(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
@@ -192,25 +197,23 @@ class _FastStepper:
         for k in range(L):
             hk = self.h[k * H : (k + 1) * H]
             Wh = params[f"l{k}.Wh"] * half
-            if k == 0:
-                x_in, W, b = hk, Wh, None
-            elif cell == "gru":  # r multiplies only h @ Wh_n, so the two products stay apart
-                x_in, W, b = self.h[(k - 1) * H : k * H], params[f"l{k}.Wx"] * half, None
-            else:
-                x_in = self.h[(k - 1) * H : (k + 1) * H]
-                W, Wh = np.vstack([params[f"l{k}.Wx"] * half, Wh]), None
-            if k > 0:
-                b = params[f"l{k}.b"] * half
+            # Layer 0's input projection and bias are in the table; upper layers take h_{k-1}.
+            Wx = params[f"l{k}.Wx"] * half if k > 0 else None
+            b = params[f"l{k}.b"] * half if k > 0 else None
             z = np.empty(G * H, dtype=dt)
+            if cell == "gru":  # r multiplies only h @ Wh_n, so the two products stay apart
+                below = self.h[(k - 1) * H : k * H] if k > 0 else None
+                xw = np.empty(G * H, dtype=dt) if k > 0 else None
+                views = (z[: 2 * H], z[:H], z[H : 2 * H], z[2 * H :])
+                self.layers.append((below, Wx, b, xw, Wh, params[f"l{k}.bhn"], z, views, hk))
+                continue
+            x_in, W = hk, Wh
+            if k > 0:  # [h_{k-1}, h_k] @ [[Wx], [Wh]]: one product instead of two and an add
+                x_in, W = self.h[(k - 1) * H : (k + 1) * H], np.vstack([Wx, Wh])
             if cell == "lstm":
                 ck = self.c[k * H : (k + 1) * H]
                 gates = (z[: 3 * H], z[:H], z[H : 2 * H], z[2 * H : 3 * H], z[3 * H :])
                 self.layers.append((x_in, W, b, z, gates, hk, ck, np.empty(H, dtype=dt)))
-            elif cell == "gru":
-                xw = np.empty(G * H, dtype=dt) if k > 0 else None
-                views = (z[: 2 * H], z[:H], z[H : 2 * H], z[2 * H :])
-                bhn = params[f"l{k}.bhn"]
-                self.layers.append((x_in, W, b, xw, Wh, bhn, z, views, hk))
             else:
                 self.layers.append((x_in, W, b, z, hk))
         self.Why, self.by = params["Why"], params["by"]
@@ -249,11 +252,11 @@ class _FastStepper:
 
     def _gru(self, idx: int) -> np.ndarray:
         dot, add, mul, sub, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
-        for x_in, Wx, b, xw, Wh, bhn, z, (rz, r, zg, n), hk in self.layers:
-            if b is None:
+        for below, Wx, b, xw, Wh, bhn, z, (rz, r, zg, n), hk in self.layers:
+            if below is None:
                 xw = self.table[idx]
             else:
-                dot(x_in, Wx, out=xw)
+                dot(below, Wx, out=xw)
                 add(xw, b, out=xw)
             dot(hk, Wh, out=z)
             add(rz, xw[: rz.shape[0]], out=rz)
@@ -294,7 +297,7 @@ def _validate_ids(name: str, ids, vocab_size: int) -> np.ndarray:
     return arr.astype(np.intp)
 
 
-def _positive_int(name: str, value, minimum: int) -> int:
+def _int_at_least(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -330,7 +333,8 @@ def generate(
     length : int
         Maximum number of generated symbols per sample, >= 0.
     prime_ids : ndarray of int, shape (P,), optional
-        Context to condition on; not part of the output.
+        Context to condition on, fed as given from a zero state (prepend ``eod_id`` to mark
+        it as the start of a document); not part of the output. None or empty: no prime.
     temperature, top_k, top_p
         As in :func:`sample_next`.
     rng : numpy.random.Generator
@@ -344,14 +348,20 @@ def generate(
     -------
     list of ndarray of intp
         One 1-D array of generated ids per sample, each of length <= ``length``.
+
+    Notes
+    -----
+    With ``n_samples=1`` and no other Python thread running, NumPy's BLAS is limited to one
+    thread for the duration of the call (restored afterwards): see
+    :func:`_single_threaded_blas`.
     """
     temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     V = config.vocab_size
-    n_samples = _positive_int("n_samples", n_samples, 1)
-    length = _positive_int("length", length, 0)
-    eod_id = _positive_int("eod_id", eod_id, 0)
+    n_samples = _int_at_least("n_samples", n_samples, 1)
+    length = _int_at_least("length", length, 0)
+    eod_id = _int_at_least("eod_id", eod_id, 0)
     if eod_id >= V:
         raise ValueError(f"eod_id must be < vocab_size ({V}), got {eod_id}")
     prime = None if prime_ids is None else _validate_ids("prime_ids", prime_ids, V)
@@ -365,11 +375,36 @@ def generate(
         logits = all_logits[-1]
     if n_samples == 1 and _FastStepper.supported(config):
         stepper = _FastStepper(params, config, state)
-        out = _generate_one(stepper, logits[0], length, rng, sampling, eod_id, stop_at_eod)
+        with _single_threaded_blas():
+            out = _generate_one(stepper, logits[0], length, rng, sampling, eod_id, stop_at_eod)
         return [out]
     return _generate_batch(
         params, config, logits, state, n_samples, length, rng, sampling, eod_id, stop_at_eod
     )
+
+
+def _other_threads_running() -> bool:
+    return threading.active_count() > 1
+
+
+def _single_threaded_blas():
+    """Limit NumPy's BLAS to one thread while the batch-1 loop runs.
+
+    Its matrix-vector products are too small to gain much from a second thread, and every
+    call pays a thread hand-off; when the machine is busy, a worker thread that has been
+    descheduled stalls each product, and 2x512 LSTM generation was measured 10x slower with
+    two BLAS threads than with one. The controller is built once (scanning the loaded
+    libraries costs about 0.5 ms); the limit is restored when the block ends.
+
+    OpenBLAS's pool is process-wide, so while other Python threads exist (a fit running in
+    a thread, say) the pool is theirs too and is left alone.
+    """
+    if _other_threads_running():
+        return contextlib.nullcontext()
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _generate_batch(params, config, logits, state, n, length, rng, sampling, eod_id, stop):
@@ -427,9 +462,8 @@ def _generate_one(stepper, logits, length, rng, sampling, eod_id, stop):
                 if stop and i == eod_id:
                     return np.array(out, dtype=np.intp)
                 out.append(i)
-                if len(out) == length:
-                    break
-                lg = stepper.advance(i)
+                if len(out) < length:  # the last symbol needs no further step
+                    lg = stepper.advance(i)
     return np.array(out, dtype=np.intp)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from charrnn import network
+from charrnn.blas import BlasTuner, shared_blas_threads
 from charrnn.data import BPTTBatches
 from charrnn.optim import LRSchedule, clip_grad_norm, make_optimizer
 from charrnn.workspace import Workspace
@@ -78,64 +79,6 @@ def graceful_interrupts(flag: StopFlag):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-class _SharedBlas:
-    """Bookkeeping of the training runs that overlap in time in this process."""
-
-    lock = threading.Lock()
-    runs = 0
-    base: int | None = None  # BLAS threads before the runs began to overlap
-
-
-def _set_blas_threads(n: int | None) -> int | None:
-    """Set the BLAS thread pools to ``n`` threads (None: leave them); returns the old size.
-
-    Callers hold ``_SharedBlas.lock``. threadpoolctl lets only one "controlling" thread resize
-    OpenBLAS's process-wide pool and silently ignores the others; the lock already serialises
-    every resize made here, so that claim is released after each one.
-    """
-    import threadpoolctl
-
-    ctl = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    sizes = [lib["num_threads"] for lib in ctl.info()]
-    if n is not None and sizes:
-        ctl.limit(limits=n, user_api="blas")
-        clear = getattr(
-            getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None
-        )
-        if clear is not None:
-            clear(force=True)
-    return max(sizes, default=None)
-
-
-@contextmanager
-def shared_blas_threads():
-    """Divide the BLAS threads among training runs that overlap in one process.
-
-    Process-based workers (joblib's default loky backend, Dask's worker processes) start
-    with a per-worker BLAS limit set by their launcher (joblib: ``cpu_count // n_jobs``), and
-    a lone run keeps whatever it finds. Runs in threads of one process (joblib's threading
-    backend, a Dask ``LocalCluster(processes=False)``) share one process-wide BLAS pool: while
-    ``n`` of them run, it is cut to ``max(1, base // n)`` threads, and restored to ``base``
-    when only one is left.
-    """
-    with _SharedBlas.lock:
-        _SharedBlas.runs += 1
-        if _SharedBlas.runs == 2:
-            _SharedBlas.base = _set_blas_threads(None)
-        if _SharedBlas.runs >= 2 and _SharedBlas.base is not None:
-            _set_blas_threads(max(1, _SharedBlas.base // _SharedBlas.runs))
-    try:
-        yield
-    finally:
-        with _SharedBlas.lock:
-            _SharedBlas.runs -= 1
-            n, base = _SharedBlas.runs, _SharedBlas.base
-            if n >= 1 and base is not None:
-                _set_blas_threads(base if n == 1 else max(1, base // n))
-            if n <= 1:
-                _SharedBlas.base = None
 
 
 class DivergedError(RuntimeError):
@@ -228,6 +171,9 @@ class Trainer:
         self.progress = Progress()
         self.workspace = Workspace()
         self.best_params: dict | None = None
+        # time 1 BLAS thread against the full pool now and then (see charrnn.blas)
+        self.tune_blas = True
+        self.blas: BlasTuner | None = None
         # the weights of the last step whose loss and gradient were finite (divergence undo)
         self._last_good = {k: np.empty_like(v) for k, v in params.items()}
         self._have_last_good = False
@@ -307,17 +253,22 @@ class Trainer:
         process's BLAS threads (:func:`shared_blas_threads`).
         """
         with shared_blas_threads():
-            return self._loop(
-                max_epochs,
-                max_time,
-                early_stopping,
-                n_iter_no_change,
-                tol,
-                stop_flag,
-                on_step,
-                on_epoch,
-                total_epochs_for_schedule,
-            )
+            self.blas = BlasTuner() if self.tune_blas else None
+            try:
+                return self._loop(
+                    max_epochs,
+                    max_time,
+                    early_stopping,
+                    n_iter_no_change,
+                    tol,
+                    stop_flag,
+                    on_step,
+                    on_epoch,
+                    total_epochs_for_schedule,
+                )
+            finally:
+                if self.blas is not None:
+                    self.blas.restore()
 
     def _loop(
         self,
@@ -346,6 +297,8 @@ class Trainer:
                 else:
                     progress = p.step / total_steps
                 lr = self.learning_rate * self.schedule.factor(progress)
+                if self.blas is not None:
+                    self.blas.before_step()
                 loss, grads, new_state = network.loss_and_grads(
                     self.params,
                     self.config,
@@ -371,6 +324,8 @@ class Trainer:
                     np.copyto(self._last_good[name], value)
                 self._have_last_good = True
                 self.optimizer.step(grads, lr)
+                if self.blas is not None:
+                    self.blas.after_step()
                 self.state = new_state
                 p.step += 1
                 p.chunk = k + 1

@@ -395,8 +395,11 @@ def test_overlapping_fits_in_threads_share_the_blas_threads():
     assert _blas_threads() == base
 
 
-def test_a_lone_fit_leaves_the_blas_threads_alone():
+def test_a_lone_fit_gives_the_blas_threads_back():
     base = _blas_threads()
     seen = []
     tiny(max_iter=1).fit(DOCS, on_step=lambda *args: seen.append(_blas_threads()))
-    assert seen and set(seen) == {base}
+    # a lone fit only ever uses one thread or the whole pool (charrnn.blas.BlasTuner) ...
+    assert seen and set(seen) <= {1, base}
+    # ... and leaves the pool as it found it
+    assert _blas_threads() == base

@@ -1,0 +1,138 @@
+"""BLAS threads for training: shared between overlapping runs, tuned to the machine's load.
+
+OpenBLAS's worker threads wait by spinning. On an idle machine two threads make the
+recurrent GEMMs faster; on a machine whose cores are busy with other processes the same
+threads wait for each other and a training step was measured 5 to 20 times slower than with
+one thread. :class:`BlasTuner` therefore times a few steps with one thread and with the full
+pool now and then during training, and keeps whichever is faster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+
+class _SharedBlas:
+    """Bookkeeping of the training runs that overlap in time in this process."""
+
+    lock = threading.Lock()
+    runs = 0
+    base: int | None = None  # BLAS threads before the runs began to overlap
+
+
+def _set_blas_threads(n: int | None) -> int | None:
+    """Set the BLAS thread pools to ``n`` threads (None: leave them); returns the old size.
+
+    Callers hold ``_SharedBlas.lock``. threadpoolctl lets only one "controlling" thread resize
+    OpenBLAS's process-wide pool and silently ignores the others; the lock already serialises
+    every resize made here, so that claim is released after each one.
+    """
+    import threadpoolctl
+
+    ctl = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    sizes = [lib["num_threads"] for lib in ctl.info()]
+    if n is not None and sizes:
+        ctl.limit(limits=n, user_api="blas")
+        clear = getattr(
+            getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None
+        )
+        if clear is not None:
+            clear(force=True)
+    return max(sizes, default=None)
+
+
+@contextmanager
+def shared_blas_threads():
+    """Divide the BLAS threads among training runs that overlap in one process.
+
+    Process-based workers (joblib's default loky backend, Dask's worker processes) start
+    with a per-worker BLAS limit set by their launcher (joblib: ``cpu_count // n_jobs``), and
+    a lone run keeps whatever it finds. Runs in threads of one process (joblib's threading
+    backend, a Dask ``LocalCluster(processes=False)``) share one process-wide BLAS pool: while
+    ``n`` of them run, it is cut to ``max(1, base // n)`` threads, and restored to ``base``
+    when only one is left.
+    """
+    with _SharedBlas.lock:
+        _SharedBlas.runs += 1
+        if _SharedBlas.runs == 2:
+            _SharedBlas.base = _set_blas_threads(None)
+        if _SharedBlas.runs >= 2 and _SharedBlas.base is not None:
+            _set_blas_threads(max(1, _SharedBlas.base // _SharedBlas.runs))
+    try:
+        yield
+    finally:
+        with _SharedBlas.lock:
+            _SharedBlas.runs -= 1
+            n, base = _SharedBlas.runs, _SharedBlas.base
+            if n >= 1 and base is not None:
+                _set_blas_threads(base if n == 1 else max(1, base // n))
+            if n <= 1:
+                _SharedBlas.base = None
+
+
+class BlasTuner:
+    """Pick 1 or ``max_threads`` BLAS threads for training by timing steps with each.
+
+    Every ``interval`` steps (and first after ``warmup`` steps) it times ``probe`` steps with
+    one thread and ``probe`` steps with the full pool, then keeps the faster setting until the
+    next probe. It does nothing when the pool has one thread or when other training runs in
+    this process share the pool (:func:`shared_blas_threads` already divides it then).
+
+    Parameters
+    ----------
+    warmup, probe, interval : int
+        Steps before the first probe, steps timed per setting, steps between probes.
+    clock : callable, optional
+        Seconds as a float (``time.perf_counter``); tests pass a fake one.
+    """
+
+    def __init__(self, warmup: int = 3, probe: int = 3, interval: int = 300, clock=None) -> None:
+        self.warmup, self.probe, self.interval = warmup, probe, interval
+        self._clock = clock or time.perf_counter
+        with _SharedBlas.lock:
+            self.max_threads = _set_blas_threads(None) or 1
+            self.enabled = self.max_threads > 1 and _SharedBlas.runs <= 1
+        self.threads = self.max_threads
+        self._plan: list[int] = []  # thread counts of the steps being probed
+        self._times: dict[int, list[float]] = {}
+        self._t0 = 0.0
+        self._steps = 0
+        self._next_probe = warmup
+
+    def before_step(self) -> None:
+        """Call before a training step."""
+        if not self.enabled:
+            return
+        if not self._plan and self._steps >= self._next_probe:
+            self._plan = [1] * self.probe + [self.max_threads] * self.probe
+            self._times = {1: [], self.max_threads: []}
+        if self._plan:
+            self._use(self._plan[0])
+        self._t0 = self._clock()
+
+    def after_step(self) -> None:
+        """Call after the step (timing it when it was a probe)."""
+        if not self.enabled:
+            return
+        self._steps += 1
+        if not self._plan:
+            return
+        self._times[self._plan.pop(0)].append(self._clock() - self._t0)
+        if not self._plan:
+            best = min(self._times, key=lambda n: sorted(self._times[n])[len(self._times[n]) // 2])
+            self._use(best)
+            self._next_probe = self._steps + self.interval
+
+    def _use(self, n: int) -> None:
+        if n != self.threads:
+            with _SharedBlas.lock:
+                if _SharedBlas.runs <= 1:
+                    _set_blas_threads(n)
+                    self.threads = n
+
+    def restore(self) -> None:
+        """Give the pool back its full size."""
+        if self.enabled:
+            self._use(self.max_threads)

@@ -1,0 +1,68 @@
+"""BLAS thread tuning: the faster of one thread and the full pool is kept."""
+
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from charrnn.blas import BlasTuner
+
+
+def _threads():
+    return max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+
+class FakeClock:
+    """Each step 'takes' cost[threads] seconds."""
+
+    def __init__(self, cost):
+        self.cost, self.now = cost, 0.0
+
+    def __call__(self):
+        return self.now
+
+    def run(self, tuner, steps):
+        used = []
+        for _ in range(steps):
+            tuner.before_step()
+            used.append(_threads())
+            self.now += self.cost[_threads()]
+            tuner.after_step()
+        return used
+
+
+@pytest.fixture
+def two_threads():
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _threads() != 2:
+            pytest.skip("BLAS pool cannot be set to 2 threads here")
+        yield
+
+
+@pytest.mark.parametrize("faster", [1, 2])
+def test_tuner_keeps_the_faster_setting(two_threads, faster):
+    slower = 3 - faster
+    clock = FakeClock({faster: 1.0, slower: 5.0})
+    tuner = BlasTuner(warmup=2, probe=2, interval=50, clock=clock)
+    used = clock.run(tuner, 20)
+    assert used[:2] == [2, 2]  # warm-up on the pool as found
+    assert sorted(used[2:6]) == [1, 1, 2, 2]  # the probe tries both
+    assert set(used[6:]) == {faster}
+    tuner.restore()
+    assert _threads() == 2
+
+
+def test_tuner_probes_again_and_follows_a_change_of_load(two_threads):
+    clock = FakeClock({1: 1.0, 2: 5.0})
+    tuner = BlasTuner(warmup=0, probe=1, interval=5, clock=clock)
+    assert set(clock.run(tuner, 4)[2:]) == {1}
+    clock.cost = {1: 5.0, 2: 1.0}  # the other processes have finished
+    used = clock.run(tuner, 12)
+    assert used[-1] == 2
+
+
+def test_tuner_does_nothing_with_one_thread():
+    with threadpool_limits(limits=1, user_api="blas"):
+        tuner = BlasTuner(warmup=0, probe=1, interval=1)
+        assert not tuner.enabled
+        tuner.before_step()
+        tuner.after_step()
+        assert _threads() == 1
