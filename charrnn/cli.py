@@ -23,6 +23,7 @@ from charrnn.cli_common import (
     read_corpus,
     resolve_model,
 )
+from charrnn.cli_gradients import gradients
 from charrnn.cli_info import describe_model, plot_history
 from charrnn.cli_train import train
 from charrnn.corpora import CORPORA, build_corpus, list_corpora
@@ -43,6 +44,7 @@ def cli():
 
 
 cli.add_command(train)
+cli.add_command(gradients)
 
 
 # --------------------------------------------------------------------------------------------
