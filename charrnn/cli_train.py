@@ -368,7 +368,21 @@ class _TrainingRun:
 
 
 def _final_loss(gen: CharRNNGenerator, corpus: Corpus) -> tuple[str, float]:
-    """The saved weights' validation loss (the training measure), or the last training loss."""
+    """The saved weights' validation loss (the training measure), or the last training loss.
+
+    Training has already scored the saved weights: they are the best-validation weights under
+    early stopping, else those of the last evaluation (every pass end and the end of the
+    budget). Scoring the split again would cost a minute on a large corpus.
+    """
+    last = gen.history_[-1] if gen.history_ else None
+    if gen.early_stopping and gen.best_validation_score_ is not None:
+        return "validation loss", -gen.best_validation_score_
+    if (
+        last is not None
+        and last.get("val_loss") is not None
+        and not gen.stop_reason_.startswith("interrupted")
+    ):
+        return "validation loss", last["val_loss"]
     ids = corpus.ids(gen.vocab_)
     _, val_ids = split_train_validation(ids, gen.validation_fraction)
     if len(val_ids) >= 2:

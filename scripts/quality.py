@@ -135,9 +135,23 @@ def train_torch(train_ids, val_ids, vocab_size, opts, budget_s, seed):
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--lr-schedule", default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Limit BLAS (charrnn) and intra-op (PyTorch) threads, e.g. 1 to run both side by side.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def main(corpus, minutes, with_torch, torch_only, json_path, seed, **overrides):
+def main(corpus, minutes, with_torch, torch_only, json_path, seed, threads, **overrides):
     """Train for a fixed budget and report held-out nats/char (charrnn, optionally PyTorch)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+        if with_torch or torch_only:
+            import torch
+
+            torch.set_num_threads(threads)
     defaults = CharRNNGenerator().get_params()
     opts = {k: (v if v is not None else defaults[k]) for k, v in overrides.items()}
     opts["clip_norm"] = defaults["clip_norm"]
@@ -152,6 +166,7 @@ def main(corpus, minutes, with_torch, torch_only, json_path, seed, **overrides):
         "minutes": minutes,
         "options": opts,
         "machine": {"cpu": _cpu_name(), "python": platform.python_version()},
+        "threads": threads,
     }
     click.echo(f"corpus {corpus}: {len(text):,} chars, budget {minutes:g} min, options {opts}")
     if not torch_only:
