@@ -255,10 +255,11 @@ def forward(
                     xw = Wx[x_ids]  # one-hot @ Wx is a row gather
                 else:
                     x = params["embed"][x_ids]  # (T, B, E)
-                    xw = x @ Wx
             else:
                 x = out if d == "fwd" else _gather_time(out, ridx)
-                xw = x @ Wx  # (T, B, G*H)
+            if x.ndim == 3:
+                # one (T*B, D) @ (D, G*H) GEMM; a 3-D @ 2-D matmul would loop over T
+                xw = (x.reshape(T * B, -1) @ Wx).reshape(T, B, -1)
             xw += b
             state = tuple(np.zeros((B, H), dtype=Wx.dtype) for _ in range(cell.n_states))
             hs, _, cell_cache = cell.forward(xw, state, _cell_params(params, config, pre))

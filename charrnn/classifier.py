@@ -1,0 +1,598 @@
+"""CharRNNClassifier: text classification with (bidirectional) recurrent networks.
+
+The numerics live in :mod:`charrnn.seqclf`; this module validates input, builds length-bucketed
+batches, runs the training loop (Adam, gradient clipping, early stopping, time budget) and
+implements the scikit-learn API and persistence.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from tqdm.auto import tqdm
+
+from charrnn import seqclf, textbatch
+from charrnn.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
+from charrnn.persist import load_arrays, save_arrays
+from charrnn.vocab import CharVocab
+
+__all__ = ["CharRNNClassifier", "load_classifier"]
+
+ESTIMATOR_NAME = "CharRNNClassifier"
+
+
+def _check_int(name: str, value, low: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        extra = " or None" if none_ok else ""
+        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
+
+
+def _check_real(name, value, low, high=math.inf, low_open=False, none_ok=False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low) or value >= high:
+        raise ValueError(
+            f"{name} must be in {'(' if low_open else '['}{low}, {high}), got {value!r}"
+        )
+
+
+def _labels_to_json(classes: np.ndarray) -> tuple[list, str]:
+    """``classes_`` as a JSON list plus its dtype; ValueError for labels JSON cannot hold."""
+    kind = classes.dtype.kind
+    if kind in "Uiufb":
+        return classes.tolist(), classes.dtype.str
+    if kind == "O":
+        values = []
+        for c in classes:
+            if isinstance(c, np.generic):
+                c = c.item()
+            if not isinstance(c, str | int | float | bool):
+                break
+            values.append(c)
+        else:
+            return values, "object"
+    raise ValueError(
+        f"cannot save a classifier whose labels (classes_) are {classes.dtype} values such as "
+        f"{classes[0]!r}: labels must be str, int, float or bool; encode them first (e.g. with "
+        "sklearn.preprocessing.LabelEncoder)"
+    )
+
+
+class _Budget:
+    """Training progress in [0, 1]: the larger of steps taken / ``total_steps`` and elapsed /
+    ``max_time``; drives the learning-rate schedule and the time limit."""
+
+    def __init__(self, total_steps: int, max_time: float | None, schedule: LRSchedule) -> None:
+        self.start = time.perf_counter()
+        self.steps = 0
+        self.total_steps = max(total_steps, 1)
+        self.max_time = max_time
+        self.schedule = schedule
+
+    def elapsed_fraction(self) -> float:
+        if self.max_time is None:
+            return 0.0
+        return (time.perf_counter() - self.start) / self.max_time
+
+    def factor(self) -> float:
+        progress = max(self.steps / self.total_steps, self.elapsed_fraction())
+        return self.schedule.factor(progress)
+
+    def time_is_up(self) -> bool:
+        return self.elapsed_fraction() >= 1.0
+
+
+class CharRNNClassifier(ClassifierMixin, BaseEstimator):
+    """Text classifier on characters: embedding, (bidirectional) recurrent layers, pooling, dense.
+
+    X is an iterable of strings of any lengths, y labels of any hashable type (binary or
+    multiclass). Texts are batched by length and right-padded; padding never changes a text's
+    prediction, so a text gets the same probabilities alone or in any batch.
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}, default="gru"
+    hidden_size : int, default=128
+        Units per direction per recurrent layer.
+    num_layers : int, default=1
+    embedding_dim : int or None, default=32
+        Size of the learned character embedding; None feeds one-hot vectors.
+    bidirectional : bool, default=False
+        Read every text forwards and backwards and concatenate the two passes' states.
+    pooling : {"last", "mean", "max"}, default="last"
+        Feature vector per text: the final state of each direction ("last"; for the backward
+        pass that is its state after reading back to the first character), or the mean or
+        element-wise maximum of the top layer's states over the text.
+    dropout : float in [0, 1), default=0.0
+        Inverted dropout between recurrent layers and on the pooled features.
+    batch_size : int, default=32
+    learning_rate : float, default=2e-3
+        Adam's (peak) step size.
+    lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default="constant"
+        Learning-rate multiplier over a ``fit``'s budget -- ``max_iter`` epochs or ``max_time``
+        seconds, whichever is used up first (see :class:`charrnn.optim.LRSchedule`).
+        ``partial_fit`` always uses ``learning_rate``.
+    clip_norm : float or None, default=5.0
+        Clip the global gradient norm to this value; None disables clipping.
+    max_iter : int, default=20
+        Maximum passes (epochs) over the training data.
+    max_time : float or None, default=None
+        Wall-clock training budget in seconds, checked after every batch.
+    validation_fraction : float in [0, 1), default=0.1
+        Stratified share of the training data held out for early stopping.
+    early_stopping : bool, default=True
+        Stop when the validation accuracy has not improved by ``tol`` for ``n_iter_no_change``
+        epochs and keep the weights of the best epoch. Without it (or with
+        ``validation_fraction=0`` and no ``validation_data``) training stops when the training
+        loss stalls the same way; ``validation_data`` passed to ``fit`` is then only scored.
+    n_iter_no_change : int, default=3
+    tol : float, default=1e-4
+    dtype : {"float32", "float64"}, default="float32"
+    random_state : int, Generator or None, default=None
+        Seeds initialisation, the validation split, batch order and dropout.
+    verbose : int, default=0
+        1 shows a tqdm progress bar (hidden when not on a terminal); 2 also prints each epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape (n_classes,)
+    vocab_ : CharVocab
+        Characters seen by the first ``fit`` / ``partial_fit`` call.
+    config_ : SeqClfConfig
+    params_ : dict of str to ndarray
+    n_iter_ : int
+        Epochs run (a pass cut short by ``max_time`` counts).
+    loss_curve_ : list of float
+        Mean training cross-entropy of each epoch.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch (None without a validation set).
+    best_validation_score_ : float or None
+
+    Notes
+    -----
+    Unknown characters (not seen when the vocabulary was built) are read as the unknown symbol,
+    as in :class:`CharRNNGenerator`; here its input vector starts at zero and never receives a
+    gradient, so an unseen character is a neutral input. An empty string is read as a single
+    end-of-document symbol.
+
+    Two routes to a text classifier: this estimator learns features for the labels end to end,
+    and with ``bidirectional=True`` and ``"max"``/``"mean"`` pooling it picks up telling
+    character patterns anywhere in a text; prefer it when labels are plentiful.
+    ``make_pipeline(CharRNNGenerator(...), LogisticRegression())`` instead trains a language
+    model without labels and classifies its final hidden state; prefer it when unlabelled text
+    is plentiful and labels are few, or one language model serves several tasks.
+
+    Examples
+    --------
+    >>> X = ["a cat", "the dog", "a xylophone", "x marks"] * 25
+    >>> y = ["no", "no", "x", "x"] * 25
+    >>> clf = CharRNNClassifier(hidden_size=16, max_iter=5, random_state=0).fit(X, y)
+    >>> clf.predict_proba(["x"]).shape
+    (1, 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        cell="gru",
+        hidden_size=128,
+        num_layers=1,
+        embedding_dim=32,
+        bidirectional=False,
+        pooling="last",
+        dropout=0.0,
+        batch_size=32,
+        learning_rate=2e-3,
+        lr_schedule="constant",
+        clip_norm=5.0,
+        max_iter=20,
+        max_time=None,
+        validation_fraction=0.1,
+        early_stopping=True,
+        n_iter_no_change=3,
+        tol=1e-4,
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.embedding_dim = embedding_dim
+        self.bidirectional = bidirectional
+        self.pooling = pooling
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.clip_norm = clip_norm
+        self.max_iter = max_iter
+        self.max_time = max_time
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- scikit-learn plumbing ---------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.classifier_tags.multi_class = True
+        tags.non_deterministic = False
+        return tags
+
+    def _validate_params(self) -> None:
+        from charrnn.cells import CELLS
+
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.pooling not in seqclf.POOLINGS:
+            raise ValueError(f"pooling must be one of {seqclf.POOLINGS}, got {self.pooling!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {sorted(SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("hidden_size", "num_layers", "batch_size", "max_iter", "n_iter_no_change"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
+        _check_int("verbose", self.verbose, 0)
+        _check_real("dropout", self.dropout, 0.0, 1.0)
+        _check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        _check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
+        _check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
+        _check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
+        _check_real("tol", self.tol, 0.0)
+        for name in ("bidirectional", "early_stopping"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def _make_rng(self) -> np.random.Generator:
+        rs = self.random_state
+        if isinstance(rs, np.random.Generator):
+            return rs
+        if rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
+            return np.random.default_rng(rs)
+        if isinstance(rs, np.random.RandomState):
+            return np.random.default_rng(rs.randint(0, 2**31 - 1))
+        raise ValueError(f"random_state must be None, an int or a numpy Generator, got {rs!r}")
+
+    def _check_xy(self, X, y, name: str = "") -> tuple[list[str], np.ndarray]:
+        texts = textbatch.check_texts(X, f"{name} X" if name else "X")
+        y = column_or_1d(y, warn=True)
+        if len(y) != len(texts):
+            raise ValueError(
+                f"{name + ' ' if name else ''}X and y have different lengths: {len(texts)} and "
+                f"{len(y)} samples"
+            )
+        check_classification_targets(y)
+        return texts, y
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        empty = np.array([CharVocab.EOD_ID], dtype=self.vocab_.dtype)
+        return [self.vocab_.encode(t) if t else empty for t in texts]
+
+    def _initialize(self, classes: np.ndarray, texts: list[str], rng) -> None:
+        if len(classes) < 2:
+            raise ValueError(
+                f"the classifier needs samples of at least 2 classes, got only {classes.tolist()!r}"
+            )
+        self.classes_ = classes
+        self.vocab_ = CharVocab.fit(texts)
+        self.config_ = seqclf.SeqClfConfig(
+            cell=self.cell,
+            vocab_size=self.vocab_.size,
+            n_classes=len(classes),
+            hidden_size=int(self.hidden_size),
+            num_layers=int(self.num_layers),
+            embedding_dim=None if self.embedding_dim is None else int(self.embedding_dim),
+            bidirectional=bool(self.bidirectional),
+            pooling=self.pooling,
+            dropout=float(self.dropout),
+            dtype=self.dtype,
+        )
+        self.params_ = seqclf.init_params(self.config_, rng)
+        self._optimizer = Adam(self.params_, lr=self.learning_rate)
+        self._train_rng = rng
+        self.n_iter_ = 0
+        self.loss_curve_ = []
+        self.validation_scores_ = None
+        self.best_validation_score_ = None
+        self._best_loss = math.inf
+        self._no_improvement = 0
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, X, y, validation_data=None):
+        """Train from scratch on texts ``X`` (iterable of str) with labels ``y``. Returns self.
+
+        Parameters
+        ----------
+        X : iterable of str
+        y : array-like, shape (n_samples,)
+        validation_data : (X_val, y_val), optional
+            Texts and labels scored after every epoch instead of a random
+            ``validation_fraction`` of ``X`` (as Keras' ``fit(validation_data=...)``): use it
+            when a random split would leak, e.g. texts from the same source on both sides.
+            Its labels must occur in ``y``.
+        """
+        self._validate_params()
+        texts, y = self._check_xy(X, y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        rng = self._make_rng()
+        train, val = np.arange(len(texts)), None
+        all_texts = texts
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            val_texts, y_val = self._check_xy(*validation_data, name="validation_data")
+            val_idx = self._label_indices(y_val, classes, "validation_data")
+            val = np.arange(len(texts), len(texts) + len(val_texts))
+            all_texts, y_idx = texts + val_texts, np.concatenate([y_idx, val_idx])
+        elif self.early_stopping and self.validation_fraction > 0 and len(classes) > 1:
+            train, val = textbatch.stratified_split(y_idx, self.validation_fraction, rng)
+        self._initialize(classes, texts, rng)
+        if val is not None:
+            self.validation_scores_ = []
+        seqs = self._encode(all_texts)
+        converged = self._run(seqs, y_idx, train, val, int(self.max_iter), self.lr_schedule)
+        if not converged:
+            warnings.warn(
+                f"CharRNNClassifier stopped after max_iter={self.max_iter} epochs without "
+                "converging; raise max_iter for a better fit",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    @staticmethod
+    def _label_indices(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
+        """Positions of the labels ``y`` in ``classes``; ValueError for any other label."""
+        try:
+            idx = np.searchsorted(classes, y)
+        except TypeError:  # labels that cannot be compared with the classes
+            raise ValueError(f"{name} holds labels not in classes: {y[:5].tolist()!r}") from None
+        idx[idx == len(classes)] = 0
+        unseen = classes[idx] != y
+        if unseen.any():
+            raise ValueError(
+                f"{name} holds labels not in classes: {np.unique(y[unseen]).tolist()!r:.200}"
+            )
+        return idx
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over ``(X, y)``, continuing from the current weights. Returns self.
+
+        Parameters
+        ----------
+        X : iterable of str
+        y : array-like, shape (n_samples,)
+        classes : array-like, shape (n_classes,), optional
+            Every label that will ever occur; required on the first call (as for
+            ``SGDClassifier``), and if given later it must equal ``classes_``. The vocabulary
+            is built from the first call's ``X``.
+        """
+        self._validate_params()
+        texts, y = self._check_xy(X, y)
+        first = not hasattr(self, "classes_")
+        if classes is not None:
+            classes = np.unique(column_or_1d(classes))
+        if first:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            self._initialize(classes, texts, self._make_rng())
+        elif classes is not None and not np.array_equal(classes, self.classes_):
+            raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r}")
+        y_idx = self._label_indices(y, self.classes_, "y")
+        self._run(self._encode(texts), y_idx, np.arange(len(texts)), None, 1)
+        return self
+
+    def _run(self, seqs, y_idx, train, val, epochs: int, schedule: str = "constant") -> bool:
+        """Train up to ``epochs`` epochs on ``train`` (indices into ``seqs``), evaluating on
+        ``val`` (indices or None) after each; True when something other than the epoch cap
+        (a stopping criterion, ``max_time``, Ctrl-C) ended training."""
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
+        n_batches = math.ceil(len(train) / self.batch_size)
+        self._budget = _Budget(epochs * n_batches, self.max_time, LRSchedule(schedule))
+        bar = tqdm(total=epochs * n_batches, unit="batch", disable=None if self.verbose else True)
+        self._best_params = None
+        stop = False
+        try:
+            for _ in range(epochs):
+                loss, out_of_time = self._epoch(seqs, y_idx, train, lengths, bar)
+                self.n_iter_ += 1
+                self.loss_curve_.append(loss)
+                val_data = None if val is None else ([seqs[i] for i in val], y_idx[val])
+                stop = self._end_of_epoch(val_data) or out_of_time
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            warnings.warn(
+                "training interrupted by the user; keeping the weights trained so far",
+                UserWarning,
+                stacklevel=3,
+            )
+            stop = True
+        finally:
+            bar.close()
+        if self._best_params is not None:
+            for k, v in self._best_params.items():
+                np.copyto(self.params_[k], v)  # in place: the optimiser holds these arrays
+        self._best_params = self._budget = None
+        return stop
+
+    def _epoch(self, seqs, y_idx, train, lengths, bar) -> tuple[float, bool]:
+        """One pass over ``train`` in length-bucketed batches; (mean loss, out of time)."""
+        total, seen = 0.0, 0
+        for batch in textbatch.bucket_batches(
+            lengths[train], int(self.batch_size), self._train_rng
+        ):
+            idx = train[batch]
+            ids, lens = seqclf.pad_batch([seqs[i] for i in idx])
+            loss, grads = seqclf.loss_and_grads(
+                self.params_, self.config_, ids, lens, y_idx[idx], self._train_rng
+            )
+            if not math.isfinite(loss):
+                raise ValueError(
+                    "training diverged (the loss is not finite); lower learning_rate or set "
+                    "clip_norm"
+                )
+            clip_grad_norm(grads, self.clip_norm)
+            self._optimizer.step(grads, lr=float(self.learning_rate) * self._budget.factor())
+            self._budget.steps += 1
+            total += loss * len(idx)
+            seen += len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+            if self._budget.time_is_up():
+                return total / seen, True
+        return total / seen, False
+
+    def _end_of_epoch(self, val_data) -> bool:
+        """Record the epoch's validation score (or training loss); True to stop training."""
+        message = f"epoch {self.n_iter_}: loss {self.loss_curve_[-1]:.4f}"
+        if val_data is not None:
+            score = self._accuracy(*val_data)
+            message += f", validation accuracy {score:.4f}"
+            previous = self.validation_scores_
+            improved = not previous or score >= max(previous) + self.tol
+            if not previous or score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                if self.early_stopping:
+                    self._best_params = {k: v.copy() for k, v in self.params_.items()}
+            previous.append(score)
+        if val_data is None or not self.early_stopping:
+            # without early stopping on a validation set, stop when the training loss stalls
+            improved = self.loss_curve_[-1] <= self._best_loss - self.tol
+            self._best_loss = min(self._best_loss, self.loss_curve_[-1])
+        self._no_improvement = 0 if improved else self._no_improvement + 1
+        if self.verbose >= 2:
+            tqdm.write(message)
+        return self._no_improvement >= self.n_iter_no_change
+
+    # -- prediction -------------------------------------------------------------------------
+    def _logits(self, seqs: list[np.ndarray]) -> np.ndarray:
+        """(n_samples, n_classes) logits, computed in length-sorted batches."""
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
+        out = np.empty((len(seqs), len(self.classes_)), dtype=np.float64)
+        for batch in textbatch.inference_batches(lengths):
+            ids, lens = seqclf.pad_batch([seqs[i] for i in batch])
+            out[batch] = seqclf.forward(self.params_, self.config_, ids, lens)[0]
+        return out
+
+    def _accuracy(self, seqs: list[np.ndarray], targets: np.ndarray) -> float:
+        """Share of ``seqs`` whose most probable class index equals ``targets``."""
+        return float(np.mean(self._logits(seqs).argmax(axis=1) == targets))
+
+    def _texts_logits(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self._logits(self._encode(textbatch.check_texts(X)))
+
+    def decision_function(self, X) -> np.ndarray:
+        """Confidence scores: binary (n_samples,) logit of ``classes_[1]`` minus that of
+        ``classes_[0]``; multiclass (n_samples, n_classes) logits."""
+        logits = self._texts_logits(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        logits = self._texts_logits(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log of :meth:`predict_proba`, shape (n_samples, n_classes)."""
+        return seqclf.log_softmax(self._texts_logits(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable label of each text, shape (n_samples,)."""
+        check_is_fitted(self)
+        return self.classes_[self._texts_logits(X).argmax(axis=1)]
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (.npz with a JSON header, no pickle), atomically.
+
+        Raises
+        ------
+        ValueError
+            If the labels are not str, int, float or bool (they are stored as JSON).
+        """
+        check_is_fitted(self)
+        labels, labels_dtype = _labels_to_json(self.classes_)
+        params = self.get_params()
+        if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+            params["random_state"] = None  # a Generator has no JSON form; the weights are saved
+        header = {
+            "estimator": ESTIMATOR_NAME,
+            "params": params,
+            "config": self.config_.to_dict(),
+            "vocab": self.vocab_.to_dict(),
+            "classes": labels,
+            "classes_dtype": labels_dtype,
+            "n_iter": self.n_iter_,
+            "loss_curve": self.loss_curve_,
+            "validation_scores": self.validation_scores_,
+            "best_validation_score": self.best_validation_score_,
+        }
+        arrays = {f"param/{k}": v for k, v in self.params_.items()}
+        arrays |= {f"optim/{k}": v for k, v in self._optimizer.state_dict().items()}
+        save_arrays(path, header, arrays)
+
+    @classmethod
+    def _from_saved(cls, header: dict, arrays: dict) -> CharRNNClassifier:
+        """Rebuild a fitted classifier from :func:`charrnn.persist.load_arrays` output."""
+        if header.get("estimator") != ESTIMATOR_NAME:
+            raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
+        est = cls(**header["params"])
+        est.config_ = seqclf.SeqClfConfig(**header["config"])
+        est.vocab_ = CharVocab.from_dict(header["vocab"])
+        dtype = header["classes_dtype"]
+        est.classes_ = np.array(header["classes"], dtype=object if dtype == "object" else dtype)
+        expected = seqclf.init_params(est.config_, np.random.default_rng(0))
+        est.params_ = {}
+        for k, ref in expected.items():
+            arr = arrays.get(f"param/{k}")
+            if arr is None or arr.shape != ref.shape:
+                raise ValueError(f"model file is missing parameter {k!r} or has the wrong shape")
+            est.params_[k] = arr.astype(ref.dtype, copy=True)
+        est._optimizer = Adam(est.params_, lr=est.learning_rate)
+        state = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+        if state:
+            est._optimizer.load_state_dict(state)
+        est._train_rng = est._make_rng()
+        est.n_iter_ = int(header["n_iter"])
+        est.loss_curve_ = list(header["loss_curve"])
+        scores = header["validation_scores"]
+        est.validation_scores_ = None if scores is None else list(scores)
+        est.best_validation_score_ = header["best_validation_score"]
+        est._best_loss = min(est.loss_curve_, default=math.inf)
+        est._no_improvement = 0
+        return est
+
+
+def load_classifier(path) -> CharRNNClassifier:
+    """Load a classifier written by :meth:`CharRNNClassifier.save`."""
+    header, arrays = load_arrays(path)
+    try:
+        return CharRNNClassifier._from_saved(header, arrays)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"model file {str(path)!r} has a malformed header ({exc!r})") from exc
