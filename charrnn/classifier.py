@@ -22,30 +22,12 @@ from tqdm.auto import tqdm
 from charrnn import seqclf, textbatch
 from charrnn.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
 from charrnn.persist import load_arrays, save_arrays
+from charrnn.validation import check_int, check_real
 from charrnn.vocab import CharVocab
 
 __all__ = ["CharRNNClassifier", "load_classifier"]
 
 ESTIMATOR_NAME = "CharRNNClassifier"
-
-
-def _check_int(name: str, value, low: int, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        extra = " or None" if none_ok else ""
-        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
-
-
-def _check_real(name, value, low, high=math.inf, low_open=False, none_ok=False) -> None:
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < low or (low_open and value == low) or value >= high:
-        raise ValueError(
-            f"{name} must be in {'(' if low_open else '['}{low}, {high}), got {value!r}"
-        )
 
 
 def _labels_to_json(classes: np.ndarray) -> tuple[list, str]:
@@ -251,15 +233,15 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("hidden_size", "num_layers", "batch_size", "max_iter", "n_iter_no_change"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
-        _check_int("verbose", self.verbose, 0)
-        _check_real("dropout", self.dropout, 0.0, 1.0)
-        _check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
-        _check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
-        _check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
-        _check_real("tol", self.tol, 0.0)
+            check_int(name, getattr(self, name), 1)
+        check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
+        check_int("verbose", self.verbose, 0)
+        check_real("dropout", self.dropout, 0.0, 1.0)
+        check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
+        check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
+        check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
+        check_real("tol", self.tol, 0.0)
         for name in ("bidirectional", "early_stopping"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")

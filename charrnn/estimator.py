@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from charrnn.data import split_train_validation
 from charrnn.optim import OPTIMIZERS, SCHEDULES, LRSchedule
 from charrnn.textfile import TextCorpus
 from charrnn.training import DivergedError, StopFlag, Trainer, graceful_interrupts
+from charrnn.validation import check_int, check_real
 from charrnn.vocab import CharVocab
 
 __all__ = ["CharRNNGenerator", "check_documents"]
@@ -60,23 +60,6 @@ def check_documents(X, name: str = "X") -> list[str]:
     if not docs:
         raise ValueError(f"{name} holds no documents")
     return [str(d) for d in docs]
-
-
-def _check_int(name, value, low, none_ok=False):
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_real(name, value, low, high=math.inf, low_open=False, none_ok=False):
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < low or (low_open and value == low) or value >= high:
-        lo = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {lo}{low}, {high}), got {value!r}")
 
 
 def _as_generator(rs) -> np.random.Generator:
@@ -248,17 +231,17 @@ class CharRNNGenerator(BaseEstimator):
         if self.dtype not in network.DTYPES:
             raise ValueError(f"dtype must be one of {network.DTYPES}, got {self.dtype!r}")
         for name in ("hidden_size", "num_layers", "seq_length", "batch_size", "max_iter"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
-        _check_int("n_iter_no_change", self.n_iter_no_change, 1)
+            check_int(name, getattr(self, name), 1)
+        check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
+        check_int("n_iter_no_change", self.n_iter_no_change, 1)
         verbose = self.verbose
-        _check_int("verbose", int(verbose) if isinstance(verbose, bool | np.bool_) else verbose, 0)
-        _check_real("dropout", self.dropout, 0.0, 1.0)
-        _check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
-        _check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
-        _check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
-        _check_real("tol", self.tol, 0.0)
+        check_int("verbose", int(verbose) if isinstance(verbose, bool | np.bool_) else verbose, 0)
+        check_real("dropout", self.dropout, 0.0, 1.0)
+        check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
+        check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
+        check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
+        check_real("tol", self.tol, 0.0)
         for name in ("early_stopping", "warm_start"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -630,8 +613,8 @@ class CharRNNGenerator(BaseEstimator):
         list of str, length n_samples
         """
         check_is_fitted(self)
-        _check_int("n_samples", n_samples, 1)
-        _check_int("length", length, 0)
+        check_int("n_samples", n_samples, 1)
+        check_int("length", length, 0)
         if not isinstance(prime, str):
             raise TypeError(f"prime must be a string, got {type(prime).__name__}")
         unknown = self.vocab_.unknown_chars(prime)
