@@ -3,8 +3,10 @@
 OpenBLAS's worker threads wait by spinning. On an idle machine two threads make the
 recurrent GEMMs faster; on a machine whose cores are busy with other processes the same
 threads wait for each other and a training step was measured 5 to 20 times slower than with
-one thread. :class:`BlasTuner` therefore times a few steps with one thread and with the full
-pool now and then during training, and keeps whichever is faster.
+one thread. :class:`BlasTuner` therefore times a few steps with one thread, with the full
+pool and (when the batch is split into groups of streams, :mod:`charrnn.parallel`) with the
+groups running in parallel threads of one BLAS thread each, now and then during training, and
+keeps whichever is fastest.
 """
 
 from __future__ import annotations
@@ -72,31 +74,58 @@ def shared_blas_threads():
                 _SharedBlas.base = None
 
 
-class BlasTuner:
-    """Pick 1 or ``max_threads`` BLAS threads for training by timing steps with each.
+PARALLEL = "parallel"  # the mode "stream groups in parallel threads, one BLAS thread each"
 
-    Every ``interval`` steps (and first after ``warmup`` steps) it times ``probe`` steps with
-    one thread and ``probe`` steps with the full pool, then keeps the faster setting until the
+
+def blas_pool_size() -> int:
+    """Threads in the process's BLAS pool now (1 when no BLAS library is found)."""
+    with _SharedBlas.lock:
+        return _set_blas_threads(None) or 1
+
+
+class BlasTuner:
+    """Pick the fastest way to run training steps on this machine now, by timing each.
+
+    The modes are ``1`` (one BLAS thread), ``max_threads`` (the full pool) and, with
+    ``parallel=True``, :data:`PARALLEL` (the caller runs its groups of streams in parallel
+    threads while BLAS uses one thread each). Every ``interval`` steps (and first after
+    ``warmup`` steps) it times ``probe`` steps in each mode, then keeps the fastest until the
     next probe. It does nothing when the pool has one thread or when other training runs in
     this process share the pool (:func:`shared_blas_threads` already divides it then).
 
     Parameters
     ----------
     warmup, probe, interval : int
-        Steps before the first probe, steps timed per setting, steps between probes.
+        Steps before the first probe, steps timed per mode, steps between probes.
     clock : callable, optional
         Seconds as a float (``time.perf_counter``); tests pass a fake one.
+    parallel : bool
+        Whether the caller can run a step as parallel groups of streams.
+
+    Attributes
+    ----------
+    mode : int or str
+        The mode in use; ``parallel`` is True when it is :data:`PARALLEL`.
     """
 
-    def __init__(self, warmup: int = 3, probe: int = 3, interval: int = 300, clock=None) -> None:
+    def __init__(
+        self,
+        warmup: int = 3,
+        probe: int = 3,
+        interval: int = 300,
+        clock=None,
+        parallel: bool = False,
+    ) -> None:
         self.warmup, self.probe, self.interval = warmup, probe, interval
         self._clock = clock or time.perf_counter
         with _SharedBlas.lock:
             self.max_threads = _set_blas_threads(None) or 1
             self.enabled = self.max_threads > 1 and _SharedBlas.runs <= 1
         self.threads = self.max_threads
-        self._plan: list[int] = []  # thread counts of the steps being probed
-        self._times: dict[int, list[float]] = {}
+        self.mode: int | str = self.max_threads
+        self.modes: list[int | str] = [1, self.max_threads] + ([PARALLEL] if parallel else [])
+        self._plan: list[int | str] = []  # modes of the steps being probed
+        self._times: dict[int | str, list[float]] = {}
         self._t0 = 0.0
         self._steps = 0
         self._next_probe = warmup
@@ -106,10 +135,9 @@ class BlasTuner:
         if not self.enabled:
             return
         if not self._plan and self._steps >= self._next_probe:
-            self._plan = [1] * self.probe + [self.max_threads] * self.probe
-            self._times = {1: [], self.max_threads: []}
-        if self._plan:
-            self._use(self._plan[0])
+            self._plan = [m for m in self.modes for _ in range(self.probe)]
+            self._times = {m: [] for m in self.modes}
+        self._use(self._plan[0] if self._plan else self.mode)
         self._t0 = self._clock()
 
     def after_step(self) -> None:
@@ -125,14 +153,33 @@ class BlasTuner:
             self._use(best)
             self._next_probe = self._steps + self.interval
 
-    def _use(self, n: int) -> None:
+    @property
+    def settled(self) -> bool:
+        """Whether the first probe is over (always True when the tuner is disabled)."""
+        return not self.enabled or (self._steps > self.warmup and not self._plan)
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the step about to run should run its groups of streams in parallel."""
+        return self.mode == PARALLEL
+
+    def _use(self, mode: int | str) -> None:
+        n = 1 if mode == PARALLEL else mode
+        self.mode = mode
         if n != self.threads:
             with _SharedBlas.lock:
                 if _SharedBlas.runs <= 1:
                     _set_blas_threads(n)
                     self.threads = n
 
+    def release(self) -> None:
+        """Give the pool back its full size between steps; the next step returns to the mode."""
+        if self.enabled:
+            mode = self.mode
+            self._use(self.max_threads)
+            self.mode = mode
+
     def restore(self) -> None:
-        """Give the pool back its full size."""
+        """Give the pool back its full size for good."""
         if self.enabled:
             self._use(self.max_threads)

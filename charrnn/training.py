@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from charrnn import network
-from charrnn.blas import BlasTuner, shared_blas_threads
+from charrnn.blas import BlasTuner, blas_pool_size, shared_blas_threads
 from charrnn.data import BPTTBatches
 from charrnn.optim import LRSchedule, clip_grad_norm, make_optimizer
-from charrnn.workspace import Workspace
+from charrnn.parallel import StreamGroups, plan_groups
 
 
 @dataclass
@@ -169,9 +169,11 @@ class Trainer:
         self.rng = rng
         self.state = network.init_state(config, batch_size)
         self.progress = Progress()
-        self.workspace = Workspace()
+        # the batch's streams split into one group per core, fixed for the whole run so that
+        # results do not depend on how the groups were run (see charrnn.parallel)
+        self.groups = StreamGroups(batch_size, plan_groups(batch_size, blas_pool_size()))
         self.best_params: dict | None = None
-        # time 1 BLAS thread against the full pool now and then (see charrnn.blas)
+        # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.blas)
         self.tune_blas = True
         self.blas: BlasTuner | None = None
         # the weights of the last step whose loss and gradient were finite (divergence undo)
@@ -253,7 +255,7 @@ class Trainer:
         process's BLAS threads (:func:`shared_blas_threads`).
         """
         with shared_blas_threads():
-            self.blas = BlasTuner() if self.tune_blas else None
+            self.blas = BlasTuner(parallel=self.groups.n_groups > 1) if self.tune_blas else None
             try:
                 return self._loop(
                     max_epochs,
@@ -269,6 +271,7 @@ class Trainer:
             finally:
                 if self.blas is not None:
                     self.blas.restore()
+                self.groups.close()
 
     def _loop(
         self,
@@ -299,15 +302,15 @@ class Trainer:
                 lr = self.learning_rate * self.schedule.factor(progress)
                 if self.blas is not None:
                     self.blas.before_step()
-                loss, grads, new_state = network.loss_and_grads(
+                loss, grads, new_state = self.groups.loss_and_grads(
                     self.params,
                     self.config,
                     inputs,
                     targets,
                     self.state,
                     self.rng,
-                    True,
-                    self.workspace,
+                    train=True,
+                    parallel=self.blas is not None and self.blas.parallel,
                 )
                 gnorm = clip_grad_norm(grads, self.clip_norm)
                 if not (math.isfinite(loss) and math.isfinite(gnorm)):

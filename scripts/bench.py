@@ -28,11 +28,12 @@ import click
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from charrnn.network import NetworkConfig, init_params, init_state, loss_and_grads
+from charrnn.blas import BlasTuner, blas_pool_size
+from charrnn.network import NetworkConfig, init_params, init_state
 from charrnn.optim import clip_grad_norm, make_optimizer
+from charrnn.parallel import StreamGroups, plan_groups
 from charrnn.persist import atomic_write
 from charrnn.sampling import generate
-from charrnn.workspace import Workspace
 
 try:  # PyTorch is optional: without it the torch columns read "n/a".
     import torch
@@ -85,6 +86,14 @@ def train_flops_per_char(m: Model) -> int:
 
 
 class CharrnnTrain:
+    """The training step as :class:`charrnn.training.Trainer` runs it.
+
+    The batch is split into groups of streams (one per core, :mod:`charrnn.parallel`) and a
+    :class:`~charrnn.blas.BlasTuner` keeps the fastest of one BLAS thread, the full pool and
+    parallel groups, re-timing them every 300 steps; its probes are part of the figures.
+    ``modes`` counts the steps run in each mode.
+    """
+
     unit_name = "step"
 
     def __init__(self, m: Model, seed: int) -> None:
@@ -92,21 +101,38 @@ class CharrnnTrain:
         self.config = NetworkConfig(m.cell, VOCAB, m.hidden, m.layers)
         self.params = init_params(self.config, rng)
         self.opt = make_optimizer("adam", self.params, LR)
-        self.ws = Workspace()
+        self.groups = StreamGroups(m.batch, plan_groups(m.batch, blas_pool_size()))
+        self.tuner = BlasTuner(parallel=self.groups.n_groups > 1)
+        self.modes: dict[str, int] = {}
         self.state = init_state(self.config, m.batch)
         self.data = rng.integers(0, VOCAB, size=(8, m.seq + 1, m.batch)).astype(np.intp)
         self.k = 0
         self.chars = m.batch * m.seq
 
+    @property
+    def settled(self) -> bool:
+        return self.tuner.settled
+
     def run(self, units: int) -> int:
         for _ in range(units):
             chunk = self.data[self.k % len(self.data)]
             self.k += 1
-            _, grads, self.state = loss_and_grads(
-                self.params, self.config, chunk[:-1], chunk[1:], self.state, workspace=self.ws
+            self.tuner.before_step()
+            mode = str(self.tuner.mode)
+            _, grads, self.state = self.groups.loss_and_grads(
+                self.params,
+                self.config,
+                chunk[:-1],
+                chunk[1:],
+                self.state,
+                parallel=self.tuner.parallel,
             )
             clip_grad_norm(grads, CLIP)
             self.opt.step(grads)
+            self.tuner.after_step()
+            self.modes[mode] = self.modes.get(mode, 0) + 1
+        # the GEMM-rate and PyTorch windows in between see the BLAS pool as configured
+        self.tuner.release()
         return units * self.chars
 
 
@@ -224,6 +250,9 @@ class Gemm:
 
 def calibrate(work, warmup: float, window: float) -> int:
     """Warm ``work`` up for ``warmup`` seconds (at least two units); units per ``window``."""
+    # charrnn's training first times its ways of running a step (BlasTuner): not in the rate
+    while not getattr(work, "settled", True):
+        work.run(1)
     done, start = 0, time.perf_counter()
     while done < 2 or time.perf_counter() - start < warmup:
         work.run(1)
@@ -297,6 +326,12 @@ def _fmt_spread(r: dict | None) -> str:
     return "" if r is None else f"±{50 * (r['max'] - r['min']) / r['median']:.0f}%"
 
 
+def _mode_name(mode: str) -> str:
+    if mode == "parallel":
+        return "parallel stream groups"
+    return f"{mode} BLAS thread" + ("" if mode == "1" else "s")
+
+
 def print_report(info: dict, results: list[dict]) -> None:
     click.echo(f"\nCPU: {info['cpu']} ({info['cpu_count']} cpus, {info['usable_cpus']} usable)")
     blas = ", ".join(
@@ -339,6 +374,13 @@ def print_report(info: dict, results: list[dict]) -> None:
             f"{_fmt_rate(t and t['median']):>11} {_fmt_spread(t):>5} {ratio:>6} {gemm:>10} "
             f"{cp:>9} {tp:>8}"
         )
+    modes = [
+        f"{r['model']}: " + ", ".join(f"{_mode_name(k)} {v}" for k, v in m.items())
+        for r in results
+        if (m := r.get("charrnn_modes"))
+    ]
+    if modes:
+        click.echo("\ncharrnn training steps per mode (BlasTuner): " + "; ".join(modes))
     click.echo(
         "\nratio = charrnn / PyTorch; ± = half the min-max range of the windows; "
         "% = model GEMM flops/char x chars/s\nover the measured float32 GEMM rate at the "
@@ -458,6 +500,8 @@ def main(
             flops = train_flops_per_char(m)
             gemm = measured["gemm"]["median"]
             row.update(gemm=measured["gemm"], flops_per_char=flops)
+            row["charrnn_modes"] = works["charrnn"].modes  # steps per BlasTuner mode
+            works["charrnn"].groups.close()
             row["charrnn_peak_fraction"] = flops * measured["charrnn"]["median"] / gemm
             if row["torch"] is not None:
                 row["torch_peak_fraction"] = flops * row["torch"]["median"] / gemm

@@ -3,7 +3,7 @@
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from charrnn.blas import BlasTuner
+from charrnn.blas import PARALLEL, BlasTuner
 
 
 def _threads():
@@ -57,6 +57,29 @@ def test_tuner_probes_again_and_follows_a_change_of_load(two_threads):
     clock.cost = {1: 5.0, 2: 1.0}  # the other processes have finished
     used = clock.run(tuner, 12)
     assert used[-1] == 2
+
+
+@pytest.mark.parametrize("fastest", [1, 2, PARALLEL])
+def test_tuner_with_parallel_groups_keeps_the_fastest_mode(two_threads, fastest):
+    cost = {1: 3.0, 2: 4.0, PARALLEL: 5.0}
+    cost[fastest] = 1.0
+    tuner = BlasTuner(warmup=1, probe=2, interval=50, clock=None, parallel=True)
+    now = [0.0]
+    tuner._clock = lambda: now[0]
+    modes, threads = [], []
+    for _ in range(15):
+        tuner.before_step()
+        modes.append(tuner.mode)
+        threads.append(_threads())
+        now[0] += cost[tuner.mode]
+        tuner.after_step()
+    assert sorted(modes[1:7], key=str) == sorted([1, 1, 2, 2, PARALLEL, PARALLEL], key=str)
+    assert set(modes[7:]) == {fastest}
+    # parallel groups run with one BLAS thread each
+    assert all(t == 1 for m, t in zip(modes, threads) if m == PARALLEL)
+    assert tuner.parallel == (fastest == PARALLEL)
+    tuner.restore()
+    assert _threads() == 2 and not tuner.parallel
 
 
 def test_tuner_does_nothing_with_one_thread():

@@ -16,9 +16,10 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_info
 
-from charrnn import CharRNNGenerator, load, network
+from charrnn import CharRNNGenerator, load, network, training
 from charrnn.network import NetworkConfig
 from charrnn.optim import LRSchedule
+from charrnn.parallel import StreamGroups
 from charrnn.training import StopFlag, Trainer, graceful_interrupts, stream_loss
 
 DOCS = [
@@ -361,6 +362,46 @@ def test_trainer_state_round_trip_continues_bit_exactly():
     assert second.progress.step == ref.progress.step
     for name in ref_params:
         assert_array_equal(params[name], ref_params[name])
+
+
+class _AlwaysParallel:
+    """A BlasTuner stand-in that runs every step as parallel groups of streams."""
+
+    parallel = True
+
+    def __init__(self, **kw):
+        pass
+
+    def before_step(self):
+        pass
+
+    def after_step(self):
+        pass
+
+    def restore(self):
+        pass
+
+
+def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monkeypatch):
+    """The split into groups fixes the numbers; running the groups in threads does not."""
+    config = NetworkConfig(cell="lstm", vocab_size=9, hidden_size=6, dropout=0.25, dtype="float64")
+    ids = np.random.default_rng(2).integers(0, 9, 700).astype(np.uint8)
+    start = network.init_params(config, np.random.default_rng(0))
+    trained = {}
+    for parallel in (False, True):
+        params = _copy(start)
+        trainer = _trainer(params, config, ids, np.random.default_rng(5))
+        trainer.groups = StreamGroups(4, 2)
+        if parallel:
+            monkeypatch.setattr(training, "BlasTuner", _AlwaysParallel)
+        else:
+            trainer.tune_blas = False
+        trainer.run(max_epochs=2)
+        assert trainer.groups._pool is None  # the worker threads are stopped after the run
+        trained[parallel] = params
+    for name in start:
+        assert_array_equal(trained[False][name], trained[True][name])
+    assert any(not np.array_equal(trained[True][n], start[n]) for n in start)
 
 
 # ----------------------------------------------------------------------------- BLAS threads

@@ -1,0 +1,175 @@
+"""A training step over groups of streams, run one after another or in parallel threads.
+
+NumPy runs element-wise arithmetic on one core, and at the batch sizes of character models
+(B = 32-64) a BLAS pool of two threads speeds the per-step GEMMs up by far less than two.
+Splitting the B parallel streams into groups and computing each group's loss and gradient in
+its own thread puts every core to work on the whole step: NumPy and OpenBLAS release the GIL
+inside each ufunc and GEMM, and with one BLAS thread per group nothing oversubscribes.
+
+The split into groups is fixed when a :class:`StreamGroups` is built (from the batch size and
+the cores available), never by the timing, so a run gives the same numbers whether its groups
+ran in parallel or one after another; :class:`charrnn.blas.BlasTuner` picks the faster of
+these ways on the fly. Each group's gradient is the mean over its own characters, so the
+batch's gradient is their average weighted by group size, which equals the unsplit gradient up
+to floating-point rounding (tested in float64).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from charrnn import network
+from charrnn.workspace import Workspace
+
+MIN_STREAMS_PER_GROUP = 16
+"""Smallest group worth a thread: below it per-step Python overhead outweighs the GEMM."""
+
+
+def plan_groups(batch_size: int, cores: int, min_streams: int = MIN_STREAMS_PER_GROUP) -> int:
+    """How many groups to split ``batch_size`` streams into on ``cores`` cores.
+
+    One group per core, each of at least ``min_streams`` streams; 1 means "do not split".
+    """
+    return max(1, min(int(cores), int(batch_size) // int(min_streams)))
+
+
+class StreamGroups:
+    """``network.loss_and_grads`` over contiguous groups of the batch's streams.
+
+    Parameters
+    ----------
+    batch_size : int
+        B, the number of parallel streams of every chunk passed in.
+    n_groups : int
+        Groups to split them into (``1 <= n_groups <= batch_size``); sizes differ by at most 1.
+
+    Notes
+    -----
+    Each group has its own :class:`~charrnn.workspace.Workspace`, so the gradients returned
+    are valid only until the next call, as with a single workspace. With dropout, every group
+    draws its masks from a generator seeded, at every step, by the caller's generator: the
+    numbers depend on the generator's state and on ``n_groups``, not on the execution order.
+    Call :meth:`close` (or use the object as a context manager) to stop the worker threads.
+    """
+
+    def __init__(self, batch_size: int, n_groups: int = 1) -> None:
+        if not 1 <= n_groups <= batch_size:
+            raise ValueError(f"n_groups must be in [1, batch_size={batch_size}], got {n_groups}")
+        self.batch_size = batch_size
+        self.n_groups = n_groups
+        edges = np.linspace(0, batch_size, n_groups + 1).round().astype(int)
+        self.slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        self.weights = [(s.stop - s.start) / batch_size for s in self.slices]
+        self.workspaces = [Workspace() for _ in self.slices]
+        self._sum: dict[str, np.ndarray] = {}  # the combined gradients, reused
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> StreamGroups:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker threads (a later parallel call starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def loss_and_grads(
+        self,
+        params: dict,
+        config: network.NetworkConfig,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        state: list,
+        rng: np.random.Generator | None = None,
+        train: bool = True,
+        parallel: bool = False,
+    ):
+        """Mean cross-entropy per character, gradients and new state, as
+        :func:`charrnn.network.loss_and_grads` computes them for the whole batch.
+
+        Parameters
+        ----------
+        inputs, targets : ndarray of int, shape (T, B)
+        state : list over layers of tuples of (B, H)
+        rng : Generator, used for dropout masks
+        train : bool
+            Apply dropout.
+        parallel : bool
+            Run the groups in parallel threads (the caller limits BLAS to one thread per call);
+            otherwise one after another in the calling thread.
+
+        Returns
+        -------
+        loss : float
+        grads : dict of str to ndarray, shapes of ``params``
+        new_state : list over layers of tuples of (B, H)
+        """
+        if inputs.shape[1] != self.batch_size:
+            raise ValueError(
+                f"inputs has {inputs.shape[1]} streams, these groups split {self.batch_size}"
+            )
+        if self.n_groups == 1:
+            return network.loss_and_grads(
+                params, config, inputs, targets, state, rng, train, self.workspaces[0]
+            )
+        rngs = self._group_rngs(config, rng, train)
+
+        def run(k: int):
+            s = self.slices[k]
+            group_state = [tuple(a[s] for a in layer) for layer in state]
+            return network.loss_and_grads(
+                params,
+                config,
+                inputs[:, s],
+                targets[:, s],
+                group_state,
+                rngs[k],
+                train,
+                self.workspaces[k],
+            )
+
+        if parallel:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.n_groups - 1, thread_name_prefix="charrnn-group"
+                )
+            futures = [self._pool.submit(run, k) for k in range(1, self.n_groups)]
+            results = [run(0)] + [f.result() for f in futures]
+        else:
+            results = [run(k) for k in range(self.n_groups)]
+        return self._combine(results)
+
+    def _group_rngs(self, config, rng, train) -> list:
+        if not (train and config.dropout > 0.0 and rng is not None):
+            return [rng] * self.n_groups
+        seeds = rng.integers(0, 2**63 - 1, size=self.n_groups, dtype=np.int64)
+        return [np.random.default_rng(int(s)) for s in seeds]
+
+    def _combine(self, results: list):
+        loss = sum(w * r[0] for w, r in zip(self.weights, results))
+        equal = len(set(self.weights)) == 1
+        grads = {}
+        for name, first in results[0][1].items():
+            out = self._sum.get(name)
+            if out is None or out.shape != first.shape or out.dtype != first.dtype:
+                out = self._sum[name] = np.empty_like(first)
+            if equal:  # sum, then scale once: one pass fewer over every gradient
+                np.add(first, results[1][1][name], out=out)
+                for r in results[2:]:
+                    out += r[1][name]
+                out *= self.weights[0]
+            else:
+                np.multiply(first, self.weights[0], out=out)
+                for w, r in zip(self.weights[1:], results[1:]):
+                    out += w * r[1][name]
+            grads[name] = out
+        new_state = [
+            tuple(np.concatenate(parts, axis=0) for parts in zip(*layers))
+            for layers in zip(*(r[2] for r in results))
+        ]
+        return float(loss), grads, new_state
