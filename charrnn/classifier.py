@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from tqdm.auto import tqdm
 
-from charrnn import seqclf, textbatch
+from charrnn import seqclf, textbatch, transfer
 from charrnn.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
 from charrnn.persist import load_arrays, save_arrays
 from charrnn.validation import check_int, check_real
@@ -126,6 +126,15 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         Seeds initialisation, the validation split, batch order and dropout.
     verbose : int, default=0
         1 shows a tqdm progress bar (hidden when not on a terminal); 2 also prints each epoch.
+    init_from : CharRNNGenerator, path, pair of these, or None, default=None
+        Start the recurrent layers from language models trained on unlabelled text instead of
+        at random (:mod:`charrnn.transfer`): a fitted :class:`CharRNNGenerator` or the path of
+        one saved with ``save`` (paths survive ``clone``, so use them with ``GridSearchCV``),
+        or for ``bidirectional=True`` a pair ``(forward, backward)``, the backward generator
+        trained on reversed texts. The generators must have this classifier's ``cell``,
+        ``hidden_size`` and ``embedding_dim``; the vocabulary then also holds their
+        characters. Weights are copied at the start of ``fit`` (and of the first
+        ``partial_fit``) and then fine-tuned with the rest.
 
     Attributes
     ----------
@@ -188,6 +197,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         dtype="float32",
         random_state=None,
         verbose=0,
+        init_from=None,
     ):
         self.cell = cell
         self.hidden_size = hidden_size
@@ -209,6 +219,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.init_from = init_from
 
     # -- scikit-learn plumbing ---------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -276,8 +287,10 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"the classifier needs samples of at least 2 classes, got only {classes.tolist()!r}"
             )
+        generators = transfer.resolve_sources(self.init_from, bool(self.bidirectional))
+        transfer.check_compatible(generators, self.cell, int(self.hidden_size), self.embedding_dim)
         self.classes_ = classes
-        self.vocab_ = CharVocab.fit(texts)
+        self.vocab_ = transfer.widen_vocab(CharVocab.fit(texts), generators)
         self.config_ = seqclf.SeqClfConfig(
             cell=self.cell,
             vocab_size=self.vocab_.size,
@@ -291,6 +304,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
             dtype=self.dtype,
         )
         self.params_ = seqclf.init_params(self.config_, rng)
+        transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
         self._optimizer = Adam(self.params_, lr=self.learning_rate)
         self._train_rng = rng
         self.n_iter_ = 0
@@ -523,6 +537,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         params = self.get_params()
         if not (params["random_state"] is None or isinstance(params["random_state"], int)):
             params["random_state"] = None  # a Generator has no JSON form; the weights are saved
+        params["init_from"] = transfer.source_to_json(params["init_from"])
         header = {
             "estimator": ESTIMATOR_NAME,
             "params": params,
