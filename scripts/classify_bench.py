@@ -11,7 +11,11 @@ about genre. Train and test are each balanced by subsampling every genre to the 
 smallest, so chance accuracy is 1/3.
 
 Models: a character n-gram TF-IDF (1-5 ``char_wb``) + LogisticRegression pipeline with
-scikit-learn's default regularisation, and CharRNNClassifier unidirectional and bidirectional.
+scikit-learn's default regularisation, and CharRNNClassifier unidirectional and bidirectional;
+``rnn-bi-pre`` is the bidirectional classifier started (``init_from``) from two
+CharRNNGenerator language models trained first, without labels, on every speech of the
+non-test plays, read forwards and reversed (``--pretrain-*`` options; the test plays' text is
+never seen).
 The recurrent models' defaults here were chosen with ``--dev`` (held-out *training* plays),
 never on the test plays. Their early stopping uses a random 10% of the training speeches by
 default; ``--val-plays N`` holds out N whole training plays per genre instead. Every number is
@@ -38,11 +42,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
+from charrnn import CharRNNGenerator
 from charrnn.classifier import CharRNNClassifier
 from charrnn.corpora import shakespeare_plays
 from charrnn.persist import atomic_write
 
-MODELS = ("ngram", "rnn-uni", "rnn-bi")
+MODELS = ("ngram", "rnn-uni", "rnn-bi", "rnn-bi-pre")
 
 
 def _draw_plays(plays, genres, n: int, rng) -> set[str]:
@@ -66,8 +71,9 @@ def build_dataset(
     Returns
     -------
     data : dict
-        ``X_<part>``, ``y_<part>`` (lists) for part in train, val, test, and ``<part>_plays``
-        (slugs) for val and test.
+        ``X_<part>``, ``y_<part>`` (lists) for part in train, val, test, ``<part>_plays``
+        (slugs) for val and test, and ``unlabelled``: every speech, of any length, of the
+        plays outside the test part (the language models' training text for ``rnn-bi-pre``).
     """
     rng = np.random.default_rng(seed)
     plays = shakespeare_plays()
@@ -79,13 +85,16 @@ def build_dataset(
     rest = [p for p in plays if p.slug not in test]
     val = _draw_plays(rest, genres, val_plays, rng) if val_plays else set()
     parts = {part: {g: [] for g in genres} for part in ("train", "val", "test")}
+    unlabelled = []
     for play in plays:
         part = "test" if play.slug in test else "val" if play.slug in val else "train"
         for speech in play.speeches:
             text = "\n".join(speech.lines)
+            if part != "test":
+                unlabelled.append(text)
             if min_len <= len(text) <= max_len:
                 parts[part][play.folio_genre].append(text)
-    data = {"test_plays": sorted(test), "val_plays": sorted(val)}
+    data = {"test_plays": sorted(test), "val_plays": sorted(val), "unlabelled": unlabelled}
     for part, by_genre in parts.items():
         n = min(len(texts) for texts in by_genre.values())
         X, y = [], []
@@ -132,15 +141,39 @@ def run_model(name: str, model, data: dict) -> dict:
     return row
 
 
+def pretrain_language_models(texts: list[str], cell: str, hidden_size: int, seconds: float, seed):
+    """Two CharRNNGenerators on the unlabelled speeches: one reading them forwards, one on the
+    reversed texts (the backward direction's starting point). Returns ``(fwd, bwd, seconds)``."""
+    t0 = time.perf_counter()
+    models = []
+    for k, docs in enumerate((texts, [t[::-1] for t in texts])):
+        gen = CharRNNGenerator(
+            cell=cell,
+            hidden_size=hidden_size,
+            num_layers=1,
+            max_iter=100,
+            max_time=seconds,
+            validation_fraction=0.05,
+            random_state=seed + k,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning when the time budget ends it
+            models.append(gen.fit(docs))
+    return models[0], models[1], time.perf_counter() - t0
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| model | accuracy | macro F1 | fit time (s) | predict time (s) | epochs |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        fit = f"{r['fit_seconds']:.1f}"
+        if r.get("pretrain_seconds") is not None:
+            fit += f" (+{r['pretrain_seconds']:.0f} pretraining)"
         lines.append(
             f"| {r['model']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
-            f"{r['fit_seconds']:.1f} | {r['predict_seconds']:.1f} | {r.get('epochs', '')} |"
+            f"{fit} | {r['predict_seconds']:.1f} | {r.get('epochs', '')} |"
         )
     return "\n".join(lines)
 
@@ -212,6 +245,34 @@ def markdown_table(rows: list[dict]) -> str:
     help="BLAS threads for every model. The recurrent models' GEMMs are small, and on the "
     "2-core machine this was written on extra BLAS threads made them several times slower.",
 )
+@click.option(
+    "--pretrain-hidden-size",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="rnn-bi-pre: hidden size of the language models and of the classifier started from them.",
+)
+@click.option(
+    "--pretrain-time",
+    type=click.FloatRange(0, min_open=True),
+    default=240.0,
+    show_default=True,
+    help="rnn-bi-pre: training budget of each language model, seconds.",
+)
+@click.option(
+    "--finetune-learning-rate",
+    type=click.FloatRange(0, min_open=True),
+    default=5e-4,
+    show_default=True,
+    help="rnn-bi-pre: the classifier's learning rate.",
+)
+@click.option(
+    "--finetune-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="rnn-bi-pre: the classifier's dropout.",
+)
 @click.option("--verbose", is_flag=True, help="Progress bars for the recurrent models.")
 @click.option(
     "--json",
@@ -240,6 +301,10 @@ def main(
     seed,
     dev,
     blas_threads,
+    pretrain_hidden_size,
+    pretrain_time,
+    finetune_learning_rate,
+    finetune_dropout,
     verbose,
     json_path,
 ):
@@ -290,9 +355,34 @@ def main(
     rows = []
     with threadpool_limits(blas_threads, user_api="blas"):
         for key in model_names:
+            pretrain_seconds = None
+            if key == "rnn-bi-pre":
+                click.echo(
+                    f"pretraining two {cell} {pretrain_hidden_size} language models on "
+                    f"{len(data['unlabelled'])} unlabelled speeches "
+                    f"({pretrain_time:.0f} s each) ...",
+                    err=True,
+                )
+                fwd, bwd, pretrain_seconds = pretrain_language_models(
+                    data["unlabelled"], cell, pretrain_hidden_size, pretrain_time, seed
+                )
+                pre = dict(
+                    rnn,
+                    hidden_size=pretrain_hidden_size,
+                    embedding_dim=None,
+                    learning_rate=finetune_learning_rate,
+                    dropout=finetune_dropout,
+                )
+                models[key] = (
+                    f"CharRNNClassifier bidirectional {cell} {pretrain_hidden_size}, {pooling} "
+                    "pooling, from language models",
+                    CharRNNClassifier(bidirectional=True, init_from=(fwd, bwd), **pre),
+                )
             label, model = models[key]
             click.echo(f"fitting {label} ...", err=True)
             rows.append(run_model(label, model, data))
+            if pretrain_seconds is not None:
+                rows[-1]["pretrain_seconds"] = pretrain_seconds
             click.echo(f"  accuracy {rows[-1]['accuracy']:.3f}", err=True)
     click.echo(markdown_table(rows))
     if json_path is not None:
