@@ -37,6 +37,18 @@ def _sigmoid_inplace(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _contiguous_transpose(Wh: np.ndarray, ws: Workspace | None, key: str) -> np.ndarray:
+    """``Wh.T`` copied into C order, for the per-step ``dz @ Wh.T`` of a backward loop.
+
+    OpenBLAS multiplies by a C-ordered copy 5-22% faster than by the transposed view at the
+    shapes of these loops (B = 16-64 rows, measured single-threaded), and the copy is made once
+    per sequence.
+    """
+    out = scratch(ws, key + "WhT", Wh.T.shape, Wh.dtype)
+    np.copyto(out, Wh.T)
+    return out
+
+
 class RNNCell:
     """The Elman cell, ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + b_h)``."""
 
@@ -100,10 +112,11 @@ class RNNCell:
         np.square(hall[1:], out=dxw)
         np.subtract(1.0, dxw, out=dxw)
         dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
+        WhT = _contiguous_transpose(Wh, ws, key)
         for t in range(T - 1, -1, -1):
             dh += dhs[t]
             dxw[t] *= dh
-            np.dot(dxw[t], Wh.T, out=dh)
+            np.dot(dxw[t], WhT, out=dh)
         dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, H)
         return dxw, {"Wh": dWh}, (dh,)
 
@@ -196,6 +209,7 @@ class LSTMCell:
         # arrays through memory and was measured slower.
         m = np.empty((B, 4 * H), dtype=dt)
         dc_from_h = np.empty((B, H), dtype=dt)
+        WhT = _contiguous_transpose(Wh, ws, key)
         for t in range(T - 1, -1, -1):
             gt = gates[t]
             np.square(gt[:, : 3 * H], out=m[:, : 3 * H])
@@ -221,7 +235,7 @@ class LSTMCell:
             np.multiply(dh, m[:, 2 * H : 3 * H], out=dz[:, 2 * H : 3 * H])
             np.multiply(dc, m[:, 3 * H :], out=dz[:, 3 * H :])
             dc *= f[t]
-            np.dot(dz, Wh.T, out=dh)
+            np.dot(dz, WhT, out=dh)
         dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, 4 * H)
         return dxw, {"Wh": dWh}, (dh, dc)
 
@@ -332,6 +346,7 @@ class GRUCell:
         dhw = scratch(ws, key + "dhw", gates.shape, dt)  # grad of h @ Wh (+ bhn): [r, z, n]
         dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
         rec = np.empty((B, H), dtype=dhs.dtype)
+        WhT = _contiguous_transpose(Wh, ws, key)
         for t in range(T - 1, -1, -1):
             dh += dhs[t]
             dn_pre = dxw[t, :, 2 * H :]
@@ -339,7 +354,7 @@ class GRUCell:
             np.multiply(dh, a_z[t], out=dhw[t, :, H : 2 * H])
             np.multiply(dn_pre, a_r[t], out=dhw[t, :, :H])
             np.multiply(dn_pre, r[t], out=dhw[t, :, 2 * H :])
-            np.dot(dhw[t], Wh.T, out=rec)
+            np.dot(dhw[t], WhT, out=rec)
             dh *= z[t]
             dh += rec
         dxw[..., : 2 * H] = dhw[..., : 2 * H]
