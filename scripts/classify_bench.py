@@ -59,14 +59,22 @@ def _draw_plays(plays, genres, n: int, rng) -> set[str]:
 
 
 def build_dataset(
-    min_len: int, max_len: int, test_plays: int, val_plays: int, seed: int, dev: bool = False
+    min_len: int,
+    max_len: int,
+    test_plays: int,
+    val_plays: int,
+    seed: int,
+    dev: bool = False,
+    split: str = "play",
 ):
     """Speeches labelled by genre, split by play and balanced per genre within each part.
 
     ``test_plays`` plays per genre form the test set and ``val_plays`` of the others the
-    validation set (for the recurrent models' early stopping). With ``dev=True`` the test plays
-    are dropped and as many other plays per genre take their place: a development split for
-    choosing hyperparameters without looking at the test set.
+    validation set (for the recurrent models' early stopping). With ``split="speech"`` a random
+    quarter of every genre's speeches is the test set instead (``test_plays`` and
+    ``val_plays`` unused): test speeches then come from plays seen in training. With
+    ``dev=True`` the test plays are dropped and as many other plays per genre take their place:
+    a development split for choosing hyperparameters without looking at the test set.
 
     Returns
     -------
@@ -78,6 +86,8 @@ def build_dataset(
     rng = np.random.default_rng(seed)
     plays = shakespeare_plays()
     genres = sorted({p.folio_genre for p in plays})
+    if split == "speech":
+        return _speech_split(plays, genres, min_len, max_len, rng)
     test = _draw_plays(plays, genres, test_plays, rng)
     if dev:
         plays = [p for p in plays if p.slug not in test]
@@ -106,6 +116,40 @@ def build_dataset(
         order = rng.permutation(len(X))
         data[f"X_{part}"] = [X[i] for i in order]
         data[f"y_{part}"] = [y[i] for i in order]
+    return data
+
+
+def _speech_split(plays, genres, min_len: int, max_len: int, rng) -> dict:
+    """A random quarter of each genre's speeches (balanced) for testing, the rest training."""
+    by_genre = {g: [] for g in genres}
+    unlabelled = []
+    for play in plays:
+        for speech in play.speeches:
+            text = "\n".join(speech.lines)
+            unlabelled.append(text)
+            if min_len <= len(text) <= max_len:
+                by_genre[play.folio_genre].append(text)
+    n = min(len(t) for t in by_genre.values())
+    n_test = n // 4
+    data = {"test_plays": ["(a random quarter of the speeches)"], "val_plays": []}
+    parts = {"train": ([], []), "test": ([], [])}
+    test_texts = set()
+    for genre in genres:
+        texts = by_genre[genre]
+        keep = rng.permutation(len(texts))[:n]
+        for j, i in enumerate(keep):
+            part = "test" if j < n_test else "train"
+            parts[part][0].append(texts[i])
+            parts[part][1].append(genre)
+            if part == "test":
+                test_texts.add(texts[i])
+    for part, (X, y) in parts.items():
+        order = rng.permutation(len(X))
+        data[f"X_{part}"] = [X[i] for i in order]
+        data[f"y_{part}"] = [y[i] for i in order]
+    data["X_val"], data["y_val"] = [], []
+    # the language models never read a test speech
+    data["unlabelled"] = [t for t in unlabelled if t not in test_texts]
     return data
 
 
@@ -230,6 +274,14 @@ def markdown_table(rows: list[dict]) -> str:
     help="Per genre, for the recurrent models' early stopping; 0 uses a random 10% of the "
     "training speeches instead.",
 )
+@click.option(
+    "--split",
+    type=click.Choice(["play", "speech"]),
+    default="play",
+    show_default=True,
+    help="play: whole test plays, never seen in training; speech: a random quarter of the "
+    "speeches (test speeches come from training plays, so names and phrases of a play help).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--dev",
@@ -298,6 +350,7 @@ def main(
     max_len,
     test_plays,
     val_plays,
+    split,
     seed,
     dev,
     blas_threads,
@@ -311,7 +364,9 @@ def main(
     """Compare n-gram TF-IDF + LogisticRegression with CharRNNClassifier on play genres."""
     if min_len > max_len:
         raise click.BadParameter("--min-len must not exceed --max-len", param_hint="--min-len")
-    data = build_dataset(min_len, max_len, test_plays, val_plays, seed, dev)
+    if split == "speech" and (dev or val_plays):
+        raise click.UsageError("--split speech takes neither --dev nor --val-plays")
+    data = build_dataset(min_len, max_len, test_plays, val_plays, seed, dev, split)
     n_train, n_val, n_test = (len(data[f"X_{p}"]) for p in ("train", "val", "test"))
     part = "dev" if dev else "test"
     click.echo(
@@ -397,6 +452,7 @@ def main(
                 "max_len": max_len,
                 "seed": seed,
                 "split": "dev" if dev else "test",
+                "split_by": split,
             },
             "blas_threads": blas_threads,
             "python": sys.version.split()[0],
