@@ -120,7 +120,10 @@ class CharRNNGenerator(BaseEstimator):
         ``fit`` continues from the current weights (and vocabulary) instead of starting over.
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, Generator or None, default=None
-        Seeds initialisation, dropout and nothing else.
+        Seeds initialisation, dropout and nothing else. The same value gives the same model on
+        the same machine; training splits each batch into one group of streams per core
+        (:mod:`charrnn.parallel`), so machines with different core counts agree up to
+        floating-point rounding.
     verbose : int, default=0
         1 shows a tqdm progress bar (hidden when not on a terminal).
 

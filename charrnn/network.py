@@ -155,8 +155,8 @@ def _input_projection(params: dict, config: NetworkConfig, inputs: np.ndarray, w
     T, B = inputs.shape
     xw = scratch(ws, "l0.xw", (T, B, Wx.shape[1]), Wx.dtype)
     if config.embedding_dim is None:
-        np.take(Wx, inputs, axis=0, out=xw)  # one-hot @ Wx is a row gather
-        xw += b
+        # one-hot @ Wx + b is a row gather from (Wx + b): V rows to add, not T*B
+        np.take(Wx + b, inputs, axis=0, out=xw)
         return xw, None
     x = params["embed"][inputs]  # (T, B, E)
     np.dot(x.reshape(T * B, -1), Wx, out=xw.reshape(T * B, -1))
