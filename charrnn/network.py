@@ -149,14 +149,22 @@ def _layer_params(params: dict, config: NetworkConfig, k: int) -> dict:
     return p
 
 
+def _check_ids(ids: np.ndarray, n: int) -> None:
+    """IndexError unless every id is in [0, n) (what a plain gather would raise)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise IndexError(f"input ids must be in [0, {n}), got values in [{ids.min()}, {ids.max()}]")
+
+
 def _input_projection(params: dict, config: NetworkConfig, inputs: np.ndarray, ws=None):
     """First layer's ``x @ Wx + b`` for all steps: (T, B) ids -> (T, B, G*H), plus the input x."""
     Wx, b = params["l0.Wx"], params["l0.b"]
     T, B = inputs.shape
     xw = scratch(ws, "l0.xw", (T, B, Wx.shape[1]), Wx.dtype)
     if config.embedding_dim is None:
-        # one-hot @ Wx + b is a row gather from (Wx + b): V rows to add, not T*B
-        np.take(Wx + b, inputs, axis=0, out=xw)
+        _check_ids(inputs, Wx.shape[0])
+        # one-hot @ Wx + b is a row gather from (Wx + b): V rows to add, not T*B. With the ids
+        # checked, mode="clip" skips take's per-element bounds check (4x faster, measured).
+        np.take(Wx + b, inputs, axis=0, out=xw, mode="clip")
         return xw, None
     x = params["embed"][inputs]  # (T, B, E)
     np.dot(x.reshape(T * B, -1), Wx, out=xw.reshape(T * B, -1))

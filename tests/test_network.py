@@ -503,3 +503,13 @@ def test_each_cell_memorises_a_tiny_text(cell):
     logits, _, _ = forward_logits(params, cfg, ids[:-1, None], init_state(cfg, 1))
     nll = -np.take_along_axis(log_softmax(logits), ids[1:, None, None], axis=-1).mean()
     assert nll < 0.05
+
+
+@pytest.mark.parametrize("bad", [-1, V])
+def test_one_hot_ids_out_of_range_raise_index_error(bad):
+    config = _config("gru")
+    params, inputs, targets, state = _setup(config)
+    inputs = inputs.copy()
+    inputs[2, 1] = bad
+    with pytest.raises(IndexError, match=r"input ids must be in \[0, 7\)"):
+        loss_and_grads(params, config, inputs, targets, state)
