@@ -89,9 +89,10 @@ class BlasTuner:
     The modes are ``1`` (one BLAS thread), ``max_threads`` (the full pool) and, with
     ``parallel=True``, :data:`PARALLEL` (the caller runs its groups of streams in parallel
     threads while BLAS uses one thread each). Every ``interval`` steps (and first after
-    ``warmup`` steps) it times ``probe`` steps in each mode, then keeps the fastest until the
-    next probe. It does nothing when the pool has one thread or when other training runs in
-    this process share the pool (:func:`shared_blas_threads` already divides it then).
+    ``warmup`` steps) it runs one untimed step in each mode and times ``probe`` more, then
+    keeps the fastest until the next probe. It does nothing when the pool has one thread or
+    when other training runs in this process share the pool (:func:`shared_blas_threads`
+    already divides it then).
 
     Parameters
     ----------
@@ -124,7 +125,7 @@ class BlasTuner:
         self.threads = self.max_threads
         self.mode: int | str = self.max_threads
         self.modes: list[int | str] = [1, self.max_threads] + ([PARALLEL] if parallel else [])
-        self._plan: list[int | str] = []  # modes of the steps being probed
+        self._plan: list[tuple[int | str, bool]] = []  # (mode, timed?) of the probe's steps
         self._times: dict[int | str, list[float]] = {}
         self._t0 = 0.0
         self._steps = 0
@@ -135,9 +136,11 @@ class BlasTuner:
         if not self.enabled:
             return
         if not self._plan and self._steps >= self._next_probe:
-            self._plan = [m for m in self.modes for _ in range(self.probe)]
+            # The first step in each mode pays for the switch (resizing the BLAS pool, starting
+            # the group threads) and is not timed.
+            self._plan = [(m, k > 0) for m in self.modes for k in range(self.probe + 1)]
             self._times = {m: [] for m in self.modes}
-        self._use(self._plan[0] if self._plan else self.mode)
+        self._use(self._plan[0][0] if self._plan else self.mode)
         self._t0 = self._clock()
 
     def after_step(self) -> None:
@@ -147,7 +150,9 @@ class BlasTuner:
         self._steps += 1
         if not self._plan:
             return
-        self._times[self._plan.pop(0)].append(self._clock() - self._t0)
+        mode, timed = self._plan.pop(0)
+        if timed:
+            self._times[mode].append(self._clock() - self._t0)
         if not self._plan:
             best = min(self._times, key=lambda n: sorted(self._times[n])[len(self._times[n]) // 2])
             self._use(best)

@@ -96,13 +96,15 @@ class CharrnnTrain:
 
     unit_name = "step"
 
-    def __init__(self, m: Model, seed: int) -> None:
+    def __init__(self, m: Model, seed: int, mode: int | str | None = None) -> None:
         rng = np.random.default_rng(seed)
         self.config = NetworkConfig(m.cell, VOCAB, m.hidden, m.layers)
         self.params = init_params(self.config, rng)
         self.opt = make_optimizer("adam", self.params, LR)
         self.groups = StreamGroups(m.batch, plan_groups(m.batch, blas_pool_size()))
         self.tuner = BlasTuner(parallel=self.groups.n_groups > 1)
+        if mode is not None:  # one fixed mode, for comparing the modes (--each-mode)
+            self.tuner.modes = [mode]
         self.modes: dict[str, int] = {}
         self.state = init_state(self.config, m.batch)
         self.data = rng.integers(0, VOCAB, size=(8, m.seq + 1, m.batch)).astype(np.intp)
@@ -381,6 +383,13 @@ def print_report(info: dict, results: list[dict]) -> None:
     ]
     if modes:
         click.echo("\ncharrnn training steps per mode (BlasTuner): " + "; ".join(modes))
+    for r in results:
+        if r.get("charrnn_each_mode"):
+            fixed = ", ".join(
+                f"{_mode_name(k)} {_fmt_rate(v['median'])}"
+                for k, v in r["charrnn_each_mode"].items()
+            )
+            click.echo(f"{r['model']} chars/s in each fixed mode: {fixed}")
     click.echo(
         "\nratio = charrnn / PyTorch; ± = half the min-max range of the windows; "
         "% = model GEMM flops/char x chars/s\nover the measured float32 GEMM rate at the "
@@ -445,6 +454,12 @@ def print_report(info: dict, results: list[dict]) -> None:
     help="BLAS and PyTorch threads for training (default: the libraries' own). On a busy "
     "machine multi-threaded small GEMMs stall on descheduled workers; 1 gives stable figures.",
 )
+@click.option(
+    "--each-mode",
+    is_flag=True,
+    help="Also time charrnn's training step in each fixed mode (1 BLAS thread, the full pool, "
+    "parallel stream groups), interleaved with the rest.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--json",
@@ -453,7 +468,18 @@ def print_report(info: dict, results: list[dict]) -> None:
     help="Also write the figures to this JSON file.",
 )
 def main(
-    repeats, window, warmup, quick, rows, train, do_generate, use_torch, threads, seed, json_path
+    repeats,
+    window,
+    warmup,
+    quick,
+    rows,
+    train,
+    do_generate,
+    use_torch,
+    threads,
+    each_mode,
+    seed,
+    json_path,
 ):
     """Measure charrnn's training and generation speed (characters per second)."""
     if threads is not None:
@@ -480,6 +506,9 @@ def main(
             works = {"gemm": Gemm(m, seed), "charrnn": CharrnnTrain(m, seed)}
             if with_torch:
                 works["torch"] = TorchTrain(m, seed)
+            if each_mode:
+                for mode in works["charrnn"].tuner.modes:
+                    works[f"mode {mode}"] = CharrnnTrain(m, seed, mode)
         else:
             works = {"charrnn": CharrnnGenerate(m, seed)}
             if with_torch:
@@ -501,7 +530,12 @@ def main(
             gemm = measured["gemm"]["median"]
             row.update(gemm=measured["gemm"], flops_per_char=flops)
             row["charrnn_modes"] = works["charrnn"].modes  # steps per BlasTuner mode
-            works["charrnn"].groups.close()
+            row["charrnn_each_mode"] = {
+                name[len("mode ") :]: measured[name] for name in works if name.startswith("mode ")
+            }
+            for work in works.values():
+                if isinstance(work, CharrnnTrain):
+                    work.groups.close()
             row["charrnn_peak_fraction"] = flops * measured["charrnn"]["median"] / gemm
             if row["torch"] is not None:
                 row["torch_peak_fraction"] = flops * row["torch"]["median"] / gemm

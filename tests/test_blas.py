@@ -1,4 +1,4 @@
-"""BLAS thread tuning: the faster of one thread and the full pool is kept."""
+"""BLAS thread tuning: the fastest of one thread, the full pool and parallel groups is kept."""
 
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -44,8 +44,8 @@ def test_tuner_keeps_the_faster_setting(two_threads, faster):
     tuner = BlasTuner(warmup=2, probe=2, interval=50, clock=clock)
     used = clock.run(tuner, 20)
     assert used[:2] == [2, 2]  # warm-up on the pool as found
-    assert sorted(used[2:6]) == [1, 1, 2, 2]  # the probe tries both
-    assert set(used[6:]) == {faster}
+    assert used[2:8] == [1, 1, 1, 2, 2, 2]  # the probe: one untimed step, then two timed
+    assert set(used[8:]) == {faster}
     tuner.restore()
     assert _threads() == 2
 
@@ -53,7 +53,7 @@ def test_tuner_keeps_the_faster_setting(two_threads, faster):
 def test_tuner_probes_again_and_follows_a_change_of_load(two_threads):
     clock = FakeClock({1: 1.0, 2: 5.0})
     tuner = BlasTuner(warmup=0, probe=1, interval=5, clock=clock)
-    assert set(clock.run(tuner, 4)[2:]) == {1}
+    assert set(clock.run(tuner, 6)[4:]) == {1}
     clock.cost = {1: 5.0, 2: 1.0}  # the other processes have finished
     used = clock.run(tuner, 12)
     assert used[-1] == 2
@@ -73,13 +73,30 @@ def test_tuner_with_parallel_groups_keeps_the_fastest_mode(two_threads, fastest)
         threads.append(_threads())
         now[0] += cost[tuner.mode]
         tuner.after_step()
-    assert sorted(modes[1:7], key=str) == sorted([1, 1, 2, 2, PARALLEL, PARALLEL], key=str)
-    assert set(modes[7:]) == {fastest}
+    assert modes[1:10] == [1, 1, 1, 2, 2, 2, PARALLEL, PARALLEL, PARALLEL]
+    assert set(modes[10:]) == {fastest}
     # parallel groups run with one BLAS thread each
     assert all(t == 1 for m, t in zip(modes, threads) if m == PARALLEL)
     assert tuner.parallel == (fastest == PARALLEL)
     tuner.restore()
     assert _threads() == 2 and not tuner.parallel
+
+
+def test_the_first_step_after_a_switch_is_not_timed(two_threads):
+    # the first step in each mode is slow (threads waking up); the steady steps decide
+    tuner = BlasTuner(warmup=0, probe=2, interval=50, clock=None, parallel=True)
+    now = [0.0]
+    tuner._clock = lambda: now[0]
+    steady = {1: 3.0, 2: 2.0, PARALLEL: 1.0}
+    previous = None
+    for _ in range(12):
+        tuner.before_step()
+        switched = tuner.mode != previous
+        previous = tuner.mode
+        now[0] += steady[tuner.mode] + (10.0 if switched and tuner.mode == PARALLEL else 0.0)
+        tuner.after_step()
+    assert tuner.mode == PARALLEL
+    tuner.restore()
 
 
 def test_tuner_does_nothing_with_one_thread():
