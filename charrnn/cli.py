@@ -153,7 +153,7 @@ def evaluate(model, corpus_source, encoding, errors):
     tail that training holds out, is reported as well.
     """
     from charrnn.data import split_train_validation
-    from charrnn.training import stream_loss
+    from charrnn.training import stream_loss_on_all_cores
 
     path = resolve_model(model)
     gen = load_generator(path)
@@ -163,7 +163,7 @@ def evaluate(model, corpus_source, encoding, errors):
         unknown = gen.vocab_.unknown_chars(corpus.text)
         n_unknown = int(np.count_nonzero(ids == gen.vocab_.UNK_ID))
         click.echo(f"model {path} on {corpus.source} ({corpus.path})")
-        whole = stream_loss(gen.params_, gen.config_, ids)
+        whole = stream_loss_on_all_cores(gen.params_, gen.config_, ids)
         click.echo(_loss_line("whole text", len(corpus.text), whole))
         fraction = None
         if corpus.named:
@@ -177,7 +177,7 @@ def evaluate(model, corpus_source, encoding, errors):
         if fraction:
             _, val_ids = split_train_validation(ids, fraction)
             if len(val_ids) >= 2:
-                loss = stream_loss(gen.params_, gen.config_, val_ids)
+                loss = stream_loss_on_all_cores(gen.params_, gen.config_, val_ids)
                 click.echo(_loss_line(label, len(val_ids), loss))
     if unknown:
         shown = "".join(unknown[:40]) + (" ..." if len(unknown) > 40 else "")

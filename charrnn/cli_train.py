@@ -38,7 +38,7 @@ from charrnn.data import split_train_validation
 from charrnn.estimator import CharRNNGenerator
 from charrnn.persist import check_writable
 from charrnn.textfile import TextCorpus
-from charrnn.training import StopFlag, stream_loss
+from charrnn.training import StopFlag, stream_loss_on_all_cores
 
 __all__ = ["train"]
 
@@ -386,7 +386,7 @@ def _final_loss(gen: CharRNNGenerator, corpus: Corpus) -> tuple[str, float]:
     ids = corpus.ids(gen.vocab_)
     _, val_ids = split_train_validation(ids, gen.validation_fraction)
     if len(val_ids) >= 2:
-        return "validation loss", stream_loss(gen.params_, gen.config_, val_ids)
+        return "validation loss", stream_loss_on_all_cores(gen.params_, gen.config_, val_ids)
     train_losses = [r["train_loss"] for r in gen.history_]
     return "training loss (no validation split)", train_losses[-1] if train_losses else math.nan
 

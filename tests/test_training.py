@@ -20,7 +20,13 @@ from charrnn import CharRNNGenerator, load, network, training
 from charrnn.network import NetworkConfig
 from charrnn.optim import LRSchedule
 from charrnn.parallel import StreamGroups
-from charrnn.training import StopFlag, Trainer, graceful_interrupts, stream_loss
+from charrnn.training import (
+    StopFlag,
+    Trainer,
+    graceful_interrupts,
+    stream_loss,
+    stream_loss_on_all_cores,
+)
 
 DOCS = [
     "the cat sat on the mat. " * 3,
@@ -302,15 +308,26 @@ def _one_stream_nll(params, config, stream):
 
 # (text length, n_streams, streams used): a text long enough gets every stream asked for
 @pytest.mark.parametrize("n, n_streams, B", [(2, 128, 1), (300, 1, 1), (1200, 1, 1), (1200, 3, 3)])
-def test_stream_loss_equals_a_direct_computation(net, n, n_streams, B):
+@pytest.mark.parametrize("n_threads", [1, 2, 4])
+def test_stream_loss_equals_a_direct_computation(net, n, n_streams, B, n_threads):
     params, config = net
     ids = np.random.default_rng(1).integers(0, config.vocab_size, n).astype(np.uint8)
-    got = stream_loss(params, config, ids, n_streams=n_streams)
+    got = stream_loss(params, config, ids, n_streams=n_streams, n_threads=n_threads)
     # stream_loss cuts the text into B equal streams of L predictions, each read from a
     # fresh state, and drops the remainder; recompute that one stream at a time
     L = (n - 1) // B
     total = sum(_one_stream_nll(params, config, ids[b * L : (b + 1) * L + 1]) for b in range(B))
     assert_allclose(got, total / (B * L), rtol=1e-10)
+
+
+def test_stream_loss_on_all_cores_is_stream_loss(net):
+    params, config = net
+    ids = np.random.default_rng(3).integers(0, config.vocab_size, 5000).astype(np.uint8)
+    assert_allclose(
+        stream_loss_on_all_cores(params, config, ids, n_streams=8),
+        stream_loss(params, config, ids, n_streams=8),
+        rtol=1e-10,
+    )
 
 
 def test_stream_loss_of_fewer_than_two_symbols_is_nan(net):
