@@ -83,6 +83,27 @@ def blas_pool_size() -> int:
         return _set_blas_threads(None) or 1
 
 
+@contextmanager
+def scoring_threads():
+    """Threads for scoring independent sequences: the BLAS pool's size, with BLAS cut to one
+    thread per call meanwhile (restored on exit).
+
+    Yields 1 and leaves BLAS alone when the pool has one thread (a joblib/loky worker, a user
+    limit) or when training runs in this process share the pool (:func:`shared_blas_threads`).
+    """
+    with _SharedBlas.lock:
+        base = _set_blas_threads(None) or 1
+        use = base > 1 and _SharedBlas.runs == 0
+        if use:
+            _set_blas_threads(1)
+    try:
+        yield base if use else 1
+    finally:
+        if use:
+            with _SharedBlas.lock:
+                _set_blas_threads(base)
+
+
 class BlasTuner:
     """Pick the fastest way to run training steps on this machine now, by timing each.
 

@@ -6,6 +6,7 @@ import contextlib
 import numbers
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -14,6 +15,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
 from charrnn import network
+from charrnn.blas import scoring_threads
 from charrnn.data import split_train_validation
 from charrnn.optim import OPTIMIZERS, SCHEDULES, LRSchedule
 from charrnn.textfile import TextCorpus
@@ -455,11 +457,10 @@ class CharRNNGenerator(BaseEstimator):
         """
         eod = CharVocab.EOD_ID
         seqs = [np.concatenate(([eod], self.vocab_.encode(d), [eod])).astype(np.intp) for d in docs]
-        n = len(seqs)
         order = np.argsort([len(s) for s in seqs], kind="stable")
-        lik = np.zeros(n)
-        for start in range(0, n, 64):
-            idx = order[start : start + 64]
+        batches = [order[start : start + 64] for start in range(0, len(seqs), 64)]
+
+        def batch_loglik(idx: np.ndarray) -> np.ndarray:
             lens = np.array([len(seqs[i]) - 1 for i in idx])  # predictions per document
             T = int(lens.max())
             inp = np.zeros((T, len(idx)), dtype=np.intp)
@@ -468,6 +469,7 @@ class CharRNNGenerator(BaseEstimator):
                 inp[: lens[j], j] = seqs[i][:-1]
                 tgt[: lens[j], j] = seqs[i][1:]
             state = network.init_state(self.config_, len(idx))
+            out = np.zeros(len(idx))
             for t0 in range(0, T, 256):
                 sl = slice(t0, min(T, t0 + 256))
                 logits, state, _ = network.forward_logits(
@@ -476,7 +478,19 @@ class CharRNNGenerator(BaseEstimator):
                 logp = network.log_softmax(logits.astype(np.float64))
                 picked = np.take_along_axis(logp, tgt[sl][..., None], axis=-1)[..., 0]
                 valid = np.arange(sl.start, sl.stop)[:, None] < lens[None, :]
-                lik[idx] += np.where(valid, picked, 0.0).sum(axis=0)
+                out += np.where(valid, picked, 0.0).sum(axis=0)
+            return out
+
+        lik = np.zeros(len(seqs))
+        # the batches are independent: one per core at a time (charrnn.blas.scoring_threads)
+        with scoring_threads() as threads:
+            if threads > 1 and len(batches) > 1:
+                with ThreadPoolExecutor(threads) as pool:
+                    results = list(pool.map(batch_loglik, batches))
+            else:
+                results = [batch_loglik(idx) for idx in batches]
+        for idx, values in zip(batches, results):
+            lik[idx] = values
         return lik
 
     def score_samples(self, X) -> np.ndarray:

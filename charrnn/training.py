@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from charrnn import network
-from charrnn.blas import BlasTuner, blas_pool_size, shared_blas_threads
+from charrnn.blas import BlasTuner, blas_pool_size, scoring_threads, shared_blas_threads
 from charrnn.data import BPTTBatches
 from charrnn.optim import LRSchedule, clip_grad_norm, make_optimizer
 from charrnn.parallel import StreamGroups, plan_groups
@@ -150,15 +150,10 @@ def stream_loss_on_all_cores(
     params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 128
 ) -> float:
     """:func:`stream_loss` with one group of streams per thread of the BLAS pool, BLAS limited
-    to one thread meanwhile (on two idle cores this halved the time of a validation pass). For
-    a lone evaluation such as the command line's, not inside fits that share the pool."""
-    from threadpoolctl import threadpool_limits
-
-    cores = blas_pool_size()
-    if cores <= 1:
-        return stream_loss(params, config, ids, n_streams)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return stream_loss(params, config, ids, n_streams, n_threads=cores)
+    to one thread meanwhile (:func:`charrnn.blas.scoring_threads`; on two idle cores this
+    halved the time of a validation pass)."""
+    with scoring_threads() as threads:
+        return stream_loss(params, config, ids, n_streams, n_threads=threads)
 
 
 class Trainer:

@@ -3,7 +3,7 @@
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from charrnn.blas import PARALLEL, BlasTuner
+from charrnn.blas import PARALLEL, BlasTuner, scoring_threads, shared_blas_threads
 
 
 def _threads():
@@ -106,3 +106,16 @@ def test_tuner_does_nothing_with_one_thread():
         tuner.before_step()
         tuner.after_step()
         assert _threads() == 1
+
+
+def test_scoring_threads_use_the_pool_with_one_blas_thread_each(two_threads):
+    with scoring_threads() as threads:
+        assert threads == 2 and _threads() == 1
+    assert _threads() == 2
+
+
+def test_scoring_threads_leave_blas_alone_while_training_shares_it(two_threads):
+    with shared_blas_threads(), scoring_threads() as threads:
+        assert threads == 1 and _threads() == 2
+    with threadpool_limits(limits=1, user_api="blas"), scoring_threads() as threads:
+        assert threads == 1

@@ -269,6 +269,21 @@ def test_score_samples_does_not_depend_on_batching(fitted):
     assert_allclose(together, alone, rtol=1e-5)
 
 
+def test_score_samples_in_threads_equal_score_samples_in_one(fitted):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    rng = np.random.default_rng(1)
+    text = "".join(DOCS)
+    docs = [text[s : s + n] for s, n in zip(rng.integers(0, 50, 200), rng.integers(0, 40, 200))]
+    with threadpool_limits(limits=2, user_api="blas"):
+        if max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas") < 2:
+            pytest.skip("BLAS pool cannot be set to 2 threads here")
+        threaded = fitted.score_samples(docs)  # 4 batches, scored two at a time
+    with threadpool_limits(limits=1, user_api="blas"):
+        sequential = fitted.score_samples(docs)
+    assert_array_equal(threaded, sequential)
+
+
 def test_score_samples_is_the_chain_of_predict_proba(fitted):
     # log p(doc) = sum_i log p(doc[i] | doc[:i]) + log p(end | doc): this pins down that the
     # columns of predict_proba follow classes_
