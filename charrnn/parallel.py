@@ -35,6 +35,12 @@ def plan_groups(batch_size: int, cores: int, min_streams: int = MIN_STREAMS_PER_
     return max(1, min(int(cores), int(batch_size) // int(min_streams)))
 
 
+def group_slices(n_items: int, n_groups: int) -> list[slice]:
+    """``n_groups`` contiguous slices covering ``range(n_items)``, sizes differing by at most 1."""
+    edges = np.linspace(0, n_items, n_groups + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
 class StreamGroups:
     """``network.loss_and_grads`` over contiguous groups of the batch's streams.
 
@@ -59,8 +65,7 @@ class StreamGroups:
             raise ValueError(f"n_groups must be in [1, batch_size={batch_size}], got {n_groups}")
         self.batch_size = batch_size
         self.n_groups = n_groups
-        edges = np.linspace(0, batch_size, n_groups + 1).round().astype(int)
-        self.slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        self.slices = group_slices(batch_size, n_groups)
         self.weights = [(s.stop - s.start) / batch_size for s in self.slices]
         self.workspaces = [Workspace() for _ in self.slices]
         self._sum: dict[str, np.ndarray] = {}  # the combined gradients, reused

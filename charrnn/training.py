@@ -27,7 +27,7 @@ from charrnn import network
 from charrnn.blas import BlasTuner, blas_pool_size, scoring_threads, shared_blas_threads
 from charrnn.data import BPTTBatches
 from charrnn.optim import LRSchedule, clip_grad_norm, make_optimizer
-from charrnn.parallel import StreamGroups, plan_groups
+from charrnn.parallel import StreamGroups, group_slices, plan_groups
 
 
 @dataclass
@@ -121,8 +121,7 @@ def stream_loss(
     streams = np.asarray(ids[: B * L + 1])
     inputs_all = streams[:-1].reshape(B, L)
     targets_all = np.asarray(ids[1 : B * L + 1]).reshape(B, L)
-    n_groups = max(1, min(int(n_threads), B))
-    edges = np.linspace(0, B, n_groups + 1).round().astype(int)
+    groups = group_slices(B, max(1, min(int(n_threads), B)))
 
     def nll_sum(lo: int, hi: int) -> float:
         state = network.init_state(config, hi - lo)
@@ -136,13 +135,12 @@ def stream_loss(
             total -= float(picked.sum(dtype=np.float64))
         return total
 
-    bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-    if n_groups == 1:
+    if len(groups) == 1:
         total = nll_sum(0, B)
     else:
-        with ThreadPoolExecutor(n_groups - 1) as pool:
-            futures = [pool.submit(nll_sum, lo, hi) for lo, hi in bounds[1:]]
-            total = nll_sum(*bounds[0]) + sum(f.result() for f in futures)
+        with ThreadPoolExecutor(len(groups) - 1) as pool:
+            futures = [pool.submit(nll_sum, g.start, g.stop) for g in groups[1:]]
+            total = nll_sum(groups[0].start, groups[0].stop) + sum(f.result() for f in futures)
     return total / (B * L)
 
 

@@ -44,8 +44,8 @@ def resolve_sources(init_from, bidirectional: bool) -> dict:
                 "generator or set bidirectional=True"
             )
         pairs = zip(("fwd", "bwd"), init_from, strict=True)
-        return {d: _as_generator(src) for d, src in pairs if src is not None}
-    return {"fwd": _as_generator(init_from)}
+        return {d: _fitted_generator(src) for d, src in pairs if src is not None}
+    return {"fwd": _fitted_generator(init_from)}
 
 
 def source_to_json(init_from):
@@ -58,7 +58,7 @@ def source_to_json(init_from):
     return None
 
 
-def _as_generator(source):
+def _fitted_generator(source):
     from charrnn.estimator import CharRNNGenerator
     from charrnn.serialize import load
 
