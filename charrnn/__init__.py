@@ -7,16 +7,25 @@ Public API::
 
 __version__ = "0.1.0"
 
-from charrnn.estimator import CharRNNGenerator  # noqa: E402
-from charrnn.serialize import load  # noqa: E402
-
 __all__ = ["CharRNNClassifier", "CharRNNGenerator", "__version__", "load"]
+
+# The public names are imported on first use: `import charrnn.network` (the engine alone, as
+# the stream-group worker processes of charrnn.workers need it) then costs NumPy's import
+# time, not scikit-learn's.
+_LAZY = {
+    "CharRNNGenerator": "charrnn.estimator",
+    "CharRNNClassifier": "charrnn.classifier",
+    "load": "charrnn.serialize",
+}
 
 
 def __getattr__(name):
-    # The classifier is imported on first use so `import charrnn` stays light.
-    if name == "CharRNNClassifier":
-        from charrnn.classifier import CharRNNClassifier
+    if name in _LAZY:
+        import importlib
 
-        return CharRNNClassifier
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'charrnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

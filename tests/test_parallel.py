@@ -45,12 +45,18 @@ def _same(a, b, **tol):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("embedding_dim", [None, 4])
 @pytest.mark.parametrize("n_groups", [2, 3])
-@pytest.mark.parametrize("parallel", [False, True])
-def test_groups_give_the_unsplit_loss_gradients_and_state(cell, embedding_dim, n_groups, parallel):
+@pytest.mark.parametrize("mode", ["sequence", "threads", "processes"])
+def test_groups_give_the_unsplit_loss_gradients_and_state(cell, embedding_dim, n_groups, mode):
     config, params, inputs, targets, state = _problem(cell, embedding_dim=embedding_dim)
     whole = loss_and_grads(params, config, inputs, targets, state)
-    with StreamGroups(B, n_groups) as groups, threadpool_limits(1, user_api="blas"):
-        split = groups.loss_and_grads(params, config, inputs, targets, state, parallel=parallel)
+    with (
+        StreamGroups(B, n_groups, processes=mode == "processes") as groups,
+        threadpool_limits(1, user_api="blas"),
+    ):
+        split = groups.loss_and_grads(
+            params, config, inputs, targets, state, parallel=mode != "sequence"
+        )
+        assert groups.backend == ("processes" if mode == "processes" else "threads")
     _same(whole, split, rtol=1e-12, atol=1e-14)
 
 
@@ -62,11 +68,15 @@ def test_one_group_is_the_plain_step_bit_for_bit():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_parallel_and_sequential_runs_agree_bit_for_bit_with_dropout(cell):
+@pytest.mark.parametrize("processes", [False, True])
+def test_parallel_and_sequential_runs_agree_bit_for_bit_with_dropout(cell, processes):
     config, params, inputs, targets, state = _problem(cell, dropout=0.4)
     results = []
     for parallel in (False, True, True):
-        with StreamGroups(B, 2) as groups, threadpool_limits(1, user_api="blas"):
+        with (
+            StreamGroups(B, 2, processes=processes) as groups,
+            threadpool_limits(1, user_api="blas"),
+        ):
             rng = np.random.default_rng(42)
             results.append(
                 groups.loss_and_grads(
@@ -80,9 +90,10 @@ def test_parallel_and_sequential_runs_agree_bit_for_bit_with_dropout(cell):
     assert abs(plain[0] - results[0][0]) > 1e-6
 
 
-def test_repeated_calls_reuse_buffers_but_return_current_values():
+@pytest.mark.parametrize("processes", [False, True])
+def test_repeated_calls_reuse_buffers_but_return_current_values(processes):
     config, params, inputs, targets, state = _problem("lstm", num_layers=1)
-    groups = StreamGroups(B, 2)
+    groups = StreamGroups(B, 2, processes=processes)
     first = groups.loss_and_grads(params, config, inputs, targets, state, parallel=True)
     first_grads = {k: v.copy() for k, v in first[1].items()}
     other = inputs[::-1].copy()
@@ -115,3 +126,26 @@ def test_bad_arguments_are_named():
     config, params, inputs, targets, state = _problem("rnn")
     with pytest.raises(ValueError, match="streams"):
         StreamGroups(B + 1, 2).loss_and_grads(params, config, inputs, targets, state)
+
+
+def test_a_dead_worker_process_hands_over_to_threads_with_the_same_numbers():
+    config, params, inputs, targets, state = _problem("gru")
+    with StreamGroups(B, 2) as groups, threadpool_limits(1, user_api="blas"):
+        first = groups.loss_and_grads(params, config, inputs, targets, state, parallel=True)
+        first = (first[0], {k: v.copy() for k, v in first[1].items()}, first[2])
+        assert groups.backend == "processes"
+        groups._workers[0]._proc.kill()
+        groups._workers[0]._proc.wait()
+        again = groups.loss_and_grads(params, config, inputs, targets, state, parallel=True)
+        assert groups.backend == "threads"
+    _same(first, again, rtol=0, atol=0)
+
+
+def test_workers_restart_for_a_longer_chunk():
+    config, params, inputs, targets, state = _problem("rnn")
+    with StreamGroups(B, 2) as groups, threadpool_limits(1, user_api="blas"):
+        groups.loss_and_grads(params, config, inputs[:2], targets[:2], state, parallel=True)
+        short_worker = groups._workers[0]
+        split = groups.loss_and_grads(params, config, inputs, targets, state, parallel=True)
+        assert groups._workers[0] is not short_worker
+    _same(loss_and_grads(params, config, inputs, targets, state), split, rtol=1e-12, atol=1e-14)

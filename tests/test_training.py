@@ -399,8 +399,9 @@ class _AlwaysParallel:
         pass
 
 
-def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monkeypatch):
-    """The split into groups fixes the numbers; running the groups in threads does not."""
+@pytest.mark.parametrize("processes", [False, True])
+def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monkeypatch, processes):
+    """The split into groups fixes the numbers; running them in threads or processes does not."""
     config = NetworkConfig(cell="lstm", vocab_size=9, hidden_size=6, dropout=0.25, dtype="float64")
     ids = np.random.default_rng(2).integers(0, 9, 700).astype(np.uint8)
     start = network.init_params(config, np.random.default_rng(0))
@@ -408,13 +409,14 @@ def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monke
     for parallel in (False, True):
         params = _copy(start)
         trainer = _trainer(params, config, ids, np.random.default_rng(5))
-        trainer.groups = StreamGroups(4, 2)
+        trainer.groups = StreamGroups(4, 2, processes=processes)
         if parallel:
             monkeypatch.setattr(training, "BlasTuner", _AlwaysParallel)
         else:
             trainer.tune_blas = False
         trainer.run(max_epochs=2)
-        assert trainer.groups._pool is None  # the worker threads are stopped after the run
+        # the worker threads and processes are stopped after the run
+        assert trainer.groups._pool is None and trainer.groups._workers == []
         trained[parallel] = params
     for name in start:
         assert_array_equal(trained[False][name], trained[True][name])
