@@ -15,8 +15,9 @@ Fused gate layouts (columns of ``Wx``, ``Wh`` and ``b``):
 - ``lstm``: ``[i, f, o, g]``        sigmoid gates first so one slice holds all three
 - ``gru``:  ``[r, z, n]``           PyTorch's formulation: n = tanh(xw_n + r * (h @ Wh_n + bhn))
 
-Sigmoids are computed as ``0.5 * tanh(0.5 * x) + 0.5``: one ``tanh`` call covers every gate of a
-step, and ``tanh`` is SIMD-vectorised in NumPy where ``exp`` plus a division costs more passes.
+Sigmoids are computed as ``1 / (1 + exp(-x))`` and the LSTM's candidate as ``2 sigmoid(2x) - 1``,
+so one ``exp`` covers every gate of a step: in this NumPy build float32 ``exp`` is twice as fast
+as ``tanh`` (measured in :func:`_lstm_gates_inplace`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,41 @@ State = tuple[np.ndarray, ...]
 
 
 def _sigmoid_inplace(z: np.ndarray) -> np.ndarray:
-    """Logistic function of ``z``, written back into ``z``."""
-    z *= 0.5
-    np.tanh(z, out=z)
-    z *= 0.5
-    z += 0.5
+    """Logistic function of ``z``, written back into ``z`` (call under
+    ``np.errstate(over="ignore")``: ``exp`` overflows to inf for ``z`` below -88 in float32,
+    and ``1 / (1 + inf)`` is the correct 0)."""
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    z += 1.0
+    np.reciprocal(z, out=z)
+    return z
+
+
+def _lstm_gate_scale(H: int, dtype) -> np.ndarray:
+    """(4H,) factors that turn the pre-activations [i, f, o, g] into the exponents of
+    :func:`_lstm_gates_inplace`: -1 for the sigmoid gates, -2 for ``g``."""
+    scale = np.full(4 * H, -1.0, dtype=dtype)
+    scale[3 * H :] = -2.0
+    return scale
+
+
+def _lstm_gates_inplace(z: np.ndarray, scale: np.ndarray, H: int) -> np.ndarray:
+    """Activate the LSTM gates of ``z`` (B, 4H) in place: sigmoid of [i, f, o], tanh of g.
+
+    All four with one ``exp`` over the row, as ``sigmoid(x) = 1 / (1 + exp(-x))`` and
+    ``tanh(x) = 2 sigmoid(2x) - 1``: float32 ``np.tanh`` cost 3.1 ns per element here against
+    1.5 for ``exp`` and 0.15 for a multiply. Measured against one ``tanh`` with the sigmoid
+    gates halved around it: a (16, 2048) block alone 102 against 192 us; a whole training step
+    1-2% faster for the LSTM, 4% for the GRU (one BLAS thread, A/B in one process).
+    Call under ``np.errstate(over="ignore")`` (see :func:`_sigmoid_inplace`).
+    """
+    z *= scale
+    np.exp(z, out=z)
+    z += 1.0
+    np.reciprocal(z, out=z)
+    g = z[:, 3 * H :]
+    g *= 2.0
+    g -= 1.0
     return z
 
 
@@ -166,22 +197,19 @@ class LSTMCell:
         ig = np.empty((B, H), dtype=dt)
         hall[0] = state[0]
         call[0] = state[1]
-        s = slice(0, 3 * H)
-        for t in range(T):
-            z = gates[t]
-            np.dot(hall[t], Wh, out=z)
-            z += xw[t]
-            # All four gates in one tanh: halve the sigmoid pre-activations first.
-            z[:, s] *= 0.5
-            np.tanh(z, out=z)
-            z[:, s] *= 0.5
-            z[:, s] += 0.5
-            i, f, o, g = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
-            np.multiply(f, call[t], out=call[t + 1])
-            np.multiply(i, g, out=ig)
-            call[t + 1] += ig
-            np.tanh(call[t + 1], out=tanh_c[t])
-            np.multiply(o, tanh_c[t], out=hall[t + 1])
+        scale = _lstm_gate_scale(H, dt)
+        with np.errstate(over="ignore"):
+            for t in range(T):
+                z = gates[t]
+                np.dot(hall[t], Wh, out=z)
+                z += xw[t]
+                _lstm_gates_inplace(z, scale, H)
+                i, f, o, g = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
+                np.multiply(f, call[t], out=call[t + 1])
+                np.multiply(i, g, out=ig)
+                call[t + 1] += ig
+                np.tanh(call[t + 1], out=tanh_c[t])
+                np.multiply(o, tanh_c[t], out=hall[t + 1])
         return hall[1:], (hall[T].copy(), call[T].copy()), (hall, call, gates, tanh_c, Wh, key)
 
     @staticmethod
@@ -246,10 +274,8 @@ class LSTMCell:
         H = h.shape[1]
         z = h @ p["Wh"]
         z += xw
-        z[:, : 3 * H] *= 0.5
-        np.tanh(z, out=z)
-        z[:, : 3 * H] *= 0.5
-        z[:, : 3 * H] += 0.5
+        with np.errstate(over="ignore"):
+            _lstm_gates_inplace(z, _lstm_gate_scale(H, z.dtype), H)
         c = c * z[:, H : 2 * H]
         c += z[:, :H] * z[:, 3 * H :]
         h = np.tanh(c)
@@ -297,21 +323,22 @@ class GRUCell:
         hn = scratch(ws, key + "hn", (T, B, H), dt)  # h @ Wh_n + bhn, needed for dr
         hw = np.empty((B, G), dtype=dt)
         hall[0] = state[0]
-        for t in range(T):
-            np.dot(hall[t], Wh, out=hw)
-            rz = gates[t, :, : 2 * H]
-            np.add(hw[:, : 2 * H], xw[t, :, : 2 * H], out=rz)
-            _sigmoid_inplace(rz)
-            np.add(hw[:, 2 * H :], bhn, out=hn[t])
-            n = gates[t, :, 2 * H :]
-            np.multiply(rz[:, :H], hn[t], out=n)
-            n += xw[t, :, 2 * H :]
-            np.tanh(n, out=n)
-            # h' = n + z * (h - n)
-            h_new = hall[t + 1]
-            np.subtract(hall[t], n, out=h_new)
-            h_new *= rz[:, H:]
-            h_new += n
+        with np.errstate(over="ignore"):
+            for t in range(T):
+                np.dot(hall[t], Wh, out=hw)
+                rz = gates[t, :, : 2 * H]
+                np.add(hw[:, : 2 * H], xw[t, :, : 2 * H], out=rz)
+                _sigmoid_inplace(rz)
+                np.add(hw[:, 2 * H :], bhn, out=hn[t])
+                n = gates[t, :, 2 * H :]
+                np.multiply(rz[:, :H], hn[t], out=n)
+                n += xw[t, :, 2 * H :]
+                np.tanh(n, out=n)
+                # h' = n + z * (h - n)
+                h_new = hall[t + 1]
+                np.subtract(hall[t], n, out=h_new)
+                h_new *= rz[:, H:]
+                h_new += n
         return hall[1:], (hall[T].copy(),), (hall, gates, hn, Wh, key)
 
     @staticmethod
@@ -370,7 +397,8 @@ class GRUCell:
         hw = h @ p["Wh"]
         rz = hw[:, : 2 * H]
         rz += xw[:, : 2 * H]
-        _sigmoid_inplace(rz)
+        with np.errstate(over="ignore"):
+            _sigmoid_inplace(rz)
         n = hw[:, 2 * H :]
         n += p["bhn"]
         n *= rz[:, :H]
