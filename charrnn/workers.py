@@ -122,7 +122,10 @@ class GroupWorker:
                 raise
             raise WorkerError(f"could not start a stream-group worker process: {exc}") from exc
         finally:
-            os.unlink(path)  # both sides have it mapped, or it failed: nothing is left behind
+            # both sides have it mapped, or it failed: nothing is left behind (a system that
+            # cannot remove a mapped file keeps it in its temp directory)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _start(self, path: str, layout) -> None:
         package_root = str(Path(__file__).resolve().parent.parent)
