@@ -136,7 +136,8 @@ class GroupWorker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
-            start_new_session=True,  # Ctrl-C in a terminal reaches the caller only
+            # same session as the caller: where the kernel shares CPU time between sessions
+            # (Linux's autogroup), the workers take their caller's share, as threads would
         )
         self._send(("open", path, layout, self.config.to_dict()))
         self._receive()

@@ -141,3 +141,20 @@ def test_a_script_without_a_main_guard_can_use_worker_processes(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["top level ran", "processes True"]
+
+
+def test_ctrl_c_does_not_stop_a_worker():
+    """A terminal's Ctrl-C reaches every process of its group; the trainer decides to stop."""
+    import signal
+    import time
+
+    config, params, inputs, targets, state = _problem("rnn")
+    worker = GroupWorker(params, config, T, B)
+    try:
+        os.kill(worker._proc.pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert worker._proc.poll() is None
+        worker.submit(params, inputs, targets, state, False, None)
+        assert np.isfinite(worker.result()[0])
+    finally:
+        worker.close()
