@@ -15,6 +15,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+import numpy  # noqa: F401  (loads the BLAS library that threadpoolctl finds and resizes)
+
 
 class _SharedBlas:
     """Bookkeeping of the training runs that overlap in time in this process."""
@@ -108,17 +110,20 @@ class BlasTuner:
     """Pick the fastest way to run training steps on this machine now, by timing each.
 
     The modes are ``1`` (one BLAS thread), ``max_threads`` (the full pool) and, with
-    ``parallel=True``, :data:`PARALLEL` (the caller runs its groups of streams in parallel
-    threads while BLAS uses one thread each). Every ``interval`` steps (and first after
-    ``warmup`` steps) it runs one untimed step in each mode and times ``probe`` more, then
-    keeps the fastest until the next probe. It does nothing when the pool has one thread or
-    when other training runs in this process share the pool (:func:`shared_blas_threads`
-    already divides it then).
+    ``parallel=True``, :data:`PARALLEL` (the caller runs its groups of streams in parallel,
+    in worker processes or threads, while BLAS uses one thread each). First after ``warmup``
+    steps and then now and then it runs one untimed step in each mode and times ``probe``
+    more, then keeps the fastest until the next probe. The next probe comes ``interval`` steps
+    later when the probe changed the mode, and after twice the last gap (up to
+    ``8 * interval``) when it confirmed it: at a fixed ``interval = 300`` a probe's steps in the
+    slower modes cost about 1% of a long run, and a machine whose load holds needs few probes.
+    It does nothing when the pool has one thread or when other training runs in this process
+    share the pool (:func:`shared_blas_threads` already divides it then).
 
     Parameters
     ----------
     warmup, probe, interval : int
-        Steps before the first probe, steps timed per mode, steps between probes.
+        Steps before the first probe, steps timed per mode, shortest gap between probes.
     clock : callable, optional
         Seconds as a float (``time.perf_counter``); tests pass a fake one.
     parallel : bool
@@ -151,6 +156,8 @@ class BlasTuner:
         self._t0 = 0.0
         self._steps = 0
         self._next_probe = warmup
+        self._gap = interval  # steps from the end of one probe to the next
+        self._mode_before_probe: int | str = self.mode
 
     def before_step(self) -> None:
         """Call before a training step."""
@@ -161,6 +168,7 @@ class BlasTuner:
             # the group threads) and is not timed.
             self._plan = [(m, k > 0) for m in self.modes for k in range(self.probe + 1)]
             self._times = {m: [] for m in self.modes}
+            self._mode_before_probe = self.mode
         self._use(self._plan[0][0] if self._plan else self.mode)
         self._t0 = self._clock()
 
@@ -177,7 +185,11 @@ class BlasTuner:
         if not self._plan:
             best = min(self._times, key=lambda n: sorted(self._times[n])[len(self._times[n]) // 2])
             self._use(best)
-            self._next_probe = self._steps + self.interval
+            if best == self._mode_before_probe:
+                self._gap = min(2 * self._gap, 8 * self.interval)
+            else:
+                self._gap = self.interval
+            self._next_probe = self._steps + self._gap
 
     @property
     def settled(self) -> bool:

@@ -119,3 +119,17 @@ def test_scoring_threads_leave_blas_alone_while_training_shares_it(two_threads):
         assert threads == 1 and _threads() == 2
     with threadpool_limits(limits=1, user_api="blas"), scoring_threads() as threads:
         assert threads == 1
+
+
+def test_probes_thin_out_while_the_mode_holds_and_come_back_after_a_change(two_threads):
+    clock = FakeClock({1: 1.0, 2: 5.0})
+    tuner = BlasTuner(warmup=0, probe=1, interval=5, clock=clock)
+    used = clock.run(tuner, 200)
+    # each probe runs 2 steps on the pool (untimed + timed) while 1 thread is the mode
+    probe_starts = [i for i in range(1, len(used)) if used[i] == 2 and used[i - 1] == 1]
+    gaps = [b - a for a, b in zip(probe_starts, probe_starts[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # the gaps grow...
+    assert max(gaps) <= 8 * 5 + 4  # ...up to 8 intervals (plus the probe's own steps)
+    clock.cost = {1: 5.0, 2: 1.0}
+    used = clock.run(tuner, 8 * 5 + 8)
+    assert "2" * 8 in "".join(map(str, used))  # the next probe still notices the change
