@@ -319,18 +319,21 @@ class GRUCell:
         Wh, bhn = p["Wh"], p["bhn"]
         dt = xw.dtype
         hall = scratch(ws, key + "hall", (T + 1, B, H), dt)
-        gates = scratch(ws, key + "gates", (T, B, G), dt)  # activated [r, z, n]
+        # activated gates: [r, z] and n in arrays of their own, so that each step's slice is
+        # contiguous (exp over a strided (B, 2H) view of a (B, 3H) row was measured 1.8x slower)
+        rz_all = scratch(ws, key + "rz", (T, B, 2 * H), dt)
+        n_all = scratch(ws, key + "n", (T, B, H), dt)
         hn = scratch(ws, key + "hn", (T, B, H), dt)  # h @ Wh_n + bhn, needed for dr
         hw = np.empty((B, G), dtype=dt)
         hall[0] = state[0]
         with np.errstate(over="ignore"):
             for t in range(T):
                 np.dot(hall[t], Wh, out=hw)
-                rz = gates[t, :, : 2 * H]
+                rz = rz_all[t]
                 np.add(hw[:, : 2 * H], xw[t, :, : 2 * H], out=rz)
                 _sigmoid_inplace(rz)
                 np.add(hw[:, 2 * H :], bhn, out=hn[t])
-                n = gates[t, :, 2 * H :]
+                n = n_all[t]
                 np.multiply(rz[:, :H], hn[t], out=n)
                 n += xw[t, :, 2 * H :]
                 np.tanh(n, out=n)
@@ -339,7 +342,7 @@ class GRUCell:
                 np.subtract(hall[t], n, out=h_new)
                 h_new *= rz[:, H:]
                 h_new += n
-        return hall[1:], (hall[T].copy(),), (hall, gates, hn, Wh, key)
+        return hall[1:], (hall[T].copy(),), (hall, rz_all, n_all, hn, Wh, key)
 
     @staticmethod
     def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
@@ -347,10 +350,10 @@ class GRUCell:
 
         Returns ``dxw`` (T, B, 3H), ``{"Wh": (H, 3H), "bhn": (H,)}`` and ``(dh0,)``.
         """
-        hall, gates, hn, Wh, key = cache
+        hall, rz, n, hn, Wh, key = cache
         T, B, H = dhs.shape
         dt = dhs.dtype
-        r, z, n = (gates[..., k * H : (k + 1) * H] for k in range(3))
+        r, z = rz[..., :H], rz[..., H:]
         # Multipliers independent of the incoming gradient, for all T at once:
         #   dn_pre = dh * (1-z)(1-n^2)          dz_pre = dh * (h_prev - n) z(1-z)
         #   dr_pre = dn_pre * hn r(1-r)         dhn    = dn_pre * r
@@ -369,8 +372,8 @@ class GRUCell:
         np.subtract(r, a_r, out=a_r)
         a_r *= hn
 
-        dxw = scratch(ws, key + "dxw", gates.shape, dt)
-        dhw = scratch(ws, key + "dhw", gates.shape, dt)  # grad of h @ Wh (+ bhn): [r, z, n]
+        dxw = scratch(ws, key + "dxw", (T, B, 3 * H), dt)
+        dhw = scratch(ws, key + "dhw", (T, B, 3 * H), dt)  # grad of h @ Wh (+ bhn): [r, z, n]
         dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
         rec = np.empty((B, H), dtype=dhs.dtype)
         WhT = _contiguous_transpose(Wh, ws, key)
