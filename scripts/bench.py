@@ -377,7 +377,9 @@ def print_report(info: dict, results: list[dict]) -> None:
             f"{cp:>9} {tp:>8}"
         )
     modes = [
-        f"{r['model']}: " + ", ".join(f"{_mode_name(k)} {v}" for k, v in m.items())
+        f"{r['model']}: "
+        + ", ".join(f"{_mode_name(k)} {v}" for k, v in m.items())
+        + (f" (groups in {r['charrnn_group_backend']})" if r.get("charrnn_group_backend") else "")
         for r in results
         if (m := r.get("charrnn_modes"))
     ]
@@ -530,6 +532,8 @@ def main(
             gemm = measured["gemm"]["median"]
             row.update(gemm=measured["gemm"], flops_per_char=flops)
             row["charrnn_modes"] = works["charrnn"].modes  # steps per BlasTuner mode
+            # how parallel groups ran: "processes" (charrnn.workers) or "threads" (fallback)
+            row["charrnn_group_backend"] = works["charrnn"].groups.backend
             row["charrnn_each_mode"] = {
                 name[len("mode ") :]: measured[name] for name in works if name.startswith("mode ")
             }
