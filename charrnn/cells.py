@@ -192,19 +192,24 @@ class LSTMCell:
         dt = xw.dtype
         hall = scratch(ws, key + "hall", (T + 1, B, H), dt)
         call = scratch(ws, key + "call", (T + 1, B, H), dt)
-        gates = scratch(ws, key + "gates", (T, B, G), dt)  # activated gates [i, f, o, g]
+        # Activated gates, gate-major: gates[t, k] is gate k of step t, (B, H) and contiguous.
+        # NumPy runs a (B, H) operation on a column slice of a (B, 4H) row 2-2.5x slower than
+        # on a contiguous block (measured at 16-32 rows), and all the per-gate arithmetic of
+        # both passes reads these, so each step's activated (B, 4H) block is copied here once.
+        gates = scratch(ws, key + "gates", (T, 4, B, H), dt)
         tanh_c = scratch(ws, key + "tanh_c", (T, B, H), dt)
+        z = np.empty((B, G), dtype=dt)
         ig = np.empty((B, H), dtype=dt)
         hall[0] = state[0]
         call[0] = state[1]
         scale = _lstm_gate_scale(H, dt)
         with np.errstate(over="ignore"):
             for t in range(T):
-                z = gates[t]
                 np.dot(hall[t], Wh, out=z)
                 z += xw[t]
                 _lstm_gates_inplace(z, scale, H)
-                i, f, o, g = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
+                np.copyto(gates[t], z.reshape(B, 4, H).transpose(1, 0, 2))
+                i, f, o, g = gates[t]
                 np.multiply(f, call[t], out=call[t + 1])
                 np.multiply(i, g, out=ig)
                 call[t + 1] += ig
@@ -221,8 +226,7 @@ class LSTMCell:
         hall, call, gates, tanh_c, Wh, key = cache
         T, B, H = dhs.shape
         dt = dhs.dtype
-        i, f, o, g = (gates[..., k * H : (k + 1) * H] for k in range(4))
-        dxw = scratch(ws, key + "dxw", gates.shape, dt)
+        dxw = scratch(ws, key + "dxw", (T, B, 4 * H), dt)
         if dstate is None:
             dh = np.zeros((B, H), dtype=dt)
             dc = np.zeros((B, H), dtype=dt)
@@ -235,22 +239,23 @@ class LSTMCell:
         # The gradient-independent multipliers are formed step by step in small buffers that
         # stay in cache: precomputing them for all T at once streams several (T, B, 4H)
         # arrays through memory and was measured slower.
-        m = np.empty((B, 4 * H), dtype=dt)
+        m = np.empty((4, B, H), dtype=dt)  # gate-major, like the cached gates
         dc_from_h = np.empty((B, H), dtype=dt)
         WhT = _contiguous_transpose(Wh, ws, key)
         for t in range(T - 1, -1, -1):
             gt = gates[t]
-            np.square(gt[:, : 3 * H], out=m[:, : 3 * H])
-            np.subtract(gt[:, : 3 * H], m[:, : 3 * H], out=m[:, : 3 * H])  # s(1-s)
-            m[:, :H] *= g[t]
-            m[:, H : 2 * H] *= call[t]
-            m[:, 2 * H : 3 * H] *= tanh_c[t]
-            np.square(g[t], out=m[:, 3 * H :])
-            np.subtract(1.0, m[:, 3 * H :], out=m[:, 3 * H :])
-            m[:, 3 * H :] *= i[t]
+            i, f, o, g = gt
+            np.square(gt[:3], out=m[:3])
+            np.subtract(gt[:3], m[:3], out=m[:3])  # s(1-s)
+            m[0] *= g
+            m[1] *= call[t]
+            m[2] *= tanh_c[t]
+            np.square(g, out=m[3])
+            np.subtract(1.0, m[3], out=m[3])
+            m[3] *= i
             np.square(tanh_c[t], out=dc_from_h)
             np.subtract(1.0, dc_from_h, out=dc_from_h)
-            dc_from_h *= o[t]
+            dc_from_h *= o
 
             dh += dhs[t]
             dc_from_h *= dh
@@ -258,11 +263,11 @@ class LSTMCell:
             dz = dxw[t]
             # i, f and g take dc, o takes dh (one call per gate: broadcasting over a gate
             # axis is several times slower in NumPy than four contiguous multiplies)
-            np.multiply(dc, m[:, :H], out=dz[:, :H])
-            np.multiply(dc, m[:, H : 2 * H], out=dz[:, H : 2 * H])
-            np.multiply(dh, m[:, 2 * H : 3 * H], out=dz[:, 2 * H : 3 * H])
-            np.multiply(dc, m[:, 3 * H :], out=dz[:, 3 * H :])
-            dc *= f[t]
+            np.multiply(dc, m[0], out=dz[:, :H])
+            np.multiply(dc, m[1], out=dz[:, H : 2 * H])
+            np.multiply(dh, m[2], out=dz[:, 2 * H : 3 * H])
+            np.multiply(dc, m[3], out=dz[:, 3 * H :])
+            dc *= f
             np.dot(dz, WhT, out=dh)
         dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, 4 * H)
         return dxw, {"Wh": dWh}, (dh, dc)
