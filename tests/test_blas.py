@@ -133,3 +133,5 @@ def test_probes_thin_out_while_the_mode_holds_and_come_back_after_a_change(two_t
     clock.cost = {1: 5.0, 2: 1.0}
     used = clock.run(tuner, 8 * 5 + 8)
     assert "2" * 8 in "".join(map(str, used))  # the next probe still notices the change
+    tuner.restore()
+    assert _threads() == 2
