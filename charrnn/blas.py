@@ -23,7 +23,10 @@ class _SharedBlas:
 
     lock = threading.Lock()
     runs = 0
-    base: int | None = None  # BLAS threads before the runs began to overlap
+    # BLAS threads when the first of the current runs began: taken then, not when a second
+    # run arrives, because by then the first run's BlasTuner may have cut the pool to one
+    # thread (and, with another run going, it may not put it back itself)
+    base: int | None = None
 
 
 def _set_blas_threads(n: int | None) -> int | None:
@@ -55,14 +58,15 @@ def shared_blas_threads():
     with a per-worker BLAS limit set by their launcher (joblib: ``cpu_count // n_jobs``), and
     a lone run keeps whatever it finds. Runs in threads of one process (joblib's threading
     backend, a Dask ``LocalCluster(processes=False)``) share one process-wide BLAS pool: while
-    ``n`` of them run, it is cut to ``max(1, base // n)`` threads, and restored to ``base``
-    when only one is left.
+    ``n`` of them run, it is cut to ``max(1, base // n)`` threads, where ``base`` is the pool's
+    size when the first of them began; back to ``base`` when one is left, and when the last
+    one ends.
     """
     with _SharedBlas.lock:
         _SharedBlas.runs += 1
-        if _SharedBlas.runs == 2:
+        if _SharedBlas.runs == 1:
             _SharedBlas.base = _set_blas_threads(None)
-        if _SharedBlas.runs >= 2 and _SharedBlas.base is not None:
+        elif _SharedBlas.base is not None:
             _set_blas_threads(max(1, _SharedBlas.base // _SharedBlas.runs))
     try:
         yield
@@ -70,9 +74,9 @@ def shared_blas_threads():
         with _SharedBlas.lock:
             _SharedBlas.runs -= 1
             n, base = _SharedBlas.runs, _SharedBlas.base
-            if n >= 1 and base is not None:
-                _set_blas_threads(base if n == 1 else max(1, base // n))
-            if n <= 1:
+            if base is not None:
+                _set_blas_threads(max(1, base // max(n, 1)))
+            if n == 0:
                 _SharedBlas.base = None
 
 

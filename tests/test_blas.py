@@ -135,3 +135,19 @@ def test_probes_thin_out_while_the_mode_holds_and_come_back_after_a_change(two_t
     assert "2" * 8 in "".join(map(str, used))  # the next probe still notices the change
     tuner.restore()
     assert _threads() == 2
+
+
+def test_overlapping_runs_give_back_the_pool_a_tuner_had_cut(two_threads):
+    """The first run's tuner cuts the pool to one thread, a second run begins: when both end,
+    the pool is back at the size it had before either began."""
+    first, second = shared_blas_threads(), shared_blas_threads()
+    first.__enter__()
+    tuner = BlasTuner(warmup=0, probe=1, interval=5, clock=FakeClock({1: 1.0, 2: 5.0}))
+    tuner._use(1)  # what the first run's tuner does when one thread is faster
+    assert _threads() == 1
+    second.__enter__()
+    assert _threads() == 1  # two runs: 2 // 2 threads each
+    first.__exit__(None, None, None)
+    assert _threads() == 2  # one run left: the whole pool as before the first began
+    second.__exit__(None, None, None)
+    assert _threads() == 2
