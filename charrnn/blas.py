@@ -27,6 +27,8 @@ class _SharedBlas:
     # run arrives, because by then the first run's BlasTuner may have cut the pool to one
     # thread (and, with another run going, it may not put it back itself)
     base: int | None = None
+    # the pool's size before an active scoring_threads() cut it to one thread
+    scoring_base: int | None = None
 
 
 def _set_blas_threads(n: int | None) -> int | None:
@@ -65,7 +67,9 @@ def shared_blas_threads():
     with _SharedBlas.lock:
         _SharedBlas.runs += 1
         if _SharedBlas.runs == 1:
-            _SharedBlas.base = _set_blas_threads(None)
+            current = _set_blas_threads(None)
+            scoring = _SharedBlas.scoring_base
+            _SharedBlas.base = scoring if scoring is not None else current
         elif _SharedBlas.base is not None:
             _set_blas_threads(max(1, _SharedBlas.base // _SharedBlas.runs))
     try:
@@ -99,15 +103,20 @@ def scoring_threads():
     """
     with _SharedBlas.lock:
         base = _set_blas_threads(None) or 1
-        use = base > 1 and _SharedBlas.runs == 0
+        # one scoring at a time cuts the pool; a concurrent one finds it cut and leaves it
+        use = base > 1 and _SharedBlas.runs == 0 and _SharedBlas.scoring_base is None
         if use:
+            _SharedBlas.scoring_base = base
             _set_blas_threads(1)
     try:
         yield base if use else 1
     finally:
         if use:
             with _SharedBlas.lock:
-                _set_blas_threads(base)
+                _SharedBlas.scoring_base = None
+                # a fit that began meanwhile took `base` as its pool and gives it back itself
+                if _SharedBlas.runs == 0:
+                    _set_blas_threads(base)
 
 
 class BlasTuner:

@@ -151,3 +151,15 @@ def test_overlapping_runs_give_back_the_pool_a_tuner_had_cut(two_threads):
     assert _threads() == 2  # one run left: the whole pool as before the first began
     second.__exit__(None, None, None)
     assert _threads() == 2
+
+
+def test_a_fit_that_begins_while_scoring_gives_back_the_whole_pool(two_threads):
+    """Scoring cuts the pool to one thread; a fit beginning meanwhile must not take that
+    cut for the pool's size, or the pool stays at one thread after both end."""
+    scoring, run = scoring_threads(), shared_blas_threads()
+    assert scoring.__enter__() == 2
+    assert _threads() == 1
+    run.__enter__()
+    scoring.__exit__(None, None, None)
+    run.__exit__(None, None, None)
+    assert _threads() == 2
