@@ -1,10 +1,13 @@
-"""A training step over groups of streams, run one after another or in parallel threads.
+"""A training step over groups of streams, run one after another or in parallel.
 
 NumPy runs element-wise arithmetic on one core, and at the batch sizes of character models
 (B = 32-64) a BLAS pool of two threads speeds the per-step GEMMs up by far less than two.
-Splitting the B parallel streams into groups and computing each group's loss and gradient in
-its own thread puts every core to work on the whole step: NumPy and OpenBLAS release the GIL
-inside each ufunc and GEMM, and with one BLAS thread per group nothing oversubscribes.
+Splitting the B parallel streams into groups and computing each group's loss and gradient on
+a core of its own puts every core to work on the whole step, with one BLAS thread per group so
+nothing oversubscribes. The first group runs in the calling thread, the others in worker
+processes (:mod:`charrnn.workers`), or in threads when those cannot be started: threads share
+the interpreter lock that each of the many small NumPy calls of a time step takes, and ran two
+groups measurably slower than two processes.
 
 The split into groups is fixed when a :class:`StreamGroups` is built (from the batch size and
 the cores available), never by the timing, so a run gives the same numbers whether its groups
@@ -68,7 +71,8 @@ class StreamGroups:
     are valid only until the next call, as with a single workspace. With dropout, every group
     draws its masks from a generator seeded, at every step, by the caller's generator: the
     numbers depend on the generator's state and on ``n_groups``, not on the execution order.
-    Call :meth:`close` (or use the object as a context manager) to stop the worker threads.
+    Call :meth:`close` (or use the object as a context manager) to stop the worker threads and
+    processes.
     """
 
     def __init__(self, batch_size: int, n_groups: int = 1, processes: bool = True) -> None:
