@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from tqdm.auto import tqdm
 
 from charrnn import seqclf, textbatch, transfer
+from charrnn.averaging import WeightAverage
 from charrnn.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
 from charrnn.persist import load_arrays, save_arrays
 from charrnn.validation import check_int, check_real
@@ -108,6 +109,14 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         ``partial_fit`` always uses ``learning_rate``.
     clip_norm : float or None, default=5.0
         Clip the global gradient norm to this value; None disables clipping.
+    ema_momentum : float in [0, 1) or None, default=None
+        Predict with an exponential moving average of the weights over the training steps
+        (as Keras optimisers' ``use_ema``/``ema_momentum``; :mod:`charrnn.averaging`) instead
+        of the weights of the last step. The average spans about ``1 / (1 - ema_momentum)``
+        batches, e.g. 0.998 about 500; training itself goes on from the optimiser's weights
+        (``params_``), and validation scores, early stopping and every prediction use the
+        average (``averaged_params_``). It carries over ``partial_fit`` calls. None
+        (default) predicts with ``params_``.
     max_iter : int, default=20
         Maximum passes (epochs) over the training data.
     max_time : float or None, default=None
@@ -143,6 +152,9 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         Characters seen by the first ``fit`` / ``partial_fit`` call.
     config_ : SeqClfConfig
     params_ : dict of str to ndarray
+        The weights the optimiser trains.
+    averaged_params_ : dict of str to ndarray or None
+        With ``ema_momentum``, the averaged weights that predictions use; otherwise None.
     n_iter_ : int
         Epochs run (a pass cut short by ``max_time`` counts).
     loss_curve_ : list of float
@@ -188,6 +200,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         learning_rate=2e-3,
         lr_schedule="constant",
         clip_norm=5.0,
+        ema_momentum=None,
         max_iter=20,
         max_time=None,
         validation_fraction=0.1,
@@ -210,6 +223,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.lr_schedule = lr_schedule
         self.clip_norm = clip_norm
+        self.ema_momentum = ema_momentum
         self.max_iter = max_iter
         self.max_time = max_time
         self.validation_fraction = validation_fraction
@@ -250,6 +264,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         check_real("dropout", self.dropout, 0.0, 1.0)
         check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
         check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
+        check_real("ema_momentum", self.ema_momentum, 0.0, 1.0, none_ok=True)
         check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
         check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
         check_real("tol", self.tol, 0.0)
@@ -306,6 +321,8 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self.params_ = seqclf.init_params(self.config_, rng)
         transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
         self._optimizer = Adam(self.params_, lr=self.learning_rate)
+        self._average = None
+        self.averaged_params_ = None
         self._train_rng = rng
         self.n_iter_ = 0
         self.loss_curve_ = []
@@ -407,11 +424,13 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         n_batches = math.ceil(len(train) / self.batch_size)
         self._budget = _Budget(epochs * n_batches, self.max_time, LRSchedule(schedule))
         bar = tqdm(total=epochs * n_batches, unit="batch", disable=None if self.verbose else True)
+        self._sync_average()
         self._best_params = None
         stop = False
         try:
             for _ in range(epochs):
                 loss, out_of_time = self._epoch(seqs, y_idx, train, lengths, bar)
+                self._refresh_average()
                 self.n_iter_ += 1
                 self.loss_curve_.append(loss)
                 val_data = None if val is None else ([seqs[i] for i in val], y_idx[val])
@@ -428,10 +447,37 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         finally:
             bar.close()
         if self._best_params is not None:
-            for k, v in self._best_params.items():
+            best_params, best_average = self._best_params
+            for k, v in best_params.items():
                 np.copyto(self.params_[k], v)  # in place: the optimiser holds these arrays
+            if best_average is not None:
+                self._average.load_state_dict(best_average)
+        self._refresh_average()  # also after an interrupted epoch
         self._best_params = self._budget = None
         return stop
+
+    def _sync_average(self) -> None:
+        """Match the weight average to ``ema_momentum``, which ``set_params`` may have changed
+        since the last call: drop it, or start a new one from the next step on."""
+        m = self.ema_momentum
+        if m is None:
+            self._average = self.averaged_params_ = None
+        elif self._average is None or self._average.momentum != float(m):
+            self._average = WeightAverage(self.params_, float(m))
+
+    def _refresh_average(self) -> None:
+        """Write the current average into ``averaged_params_`` (None without one)."""
+        if self._average is None or self._average.steps == 0:
+            self.averaged_params_ = None
+            return
+        if self.averaged_params_ is None:
+            self.averaged_params_ = self._average.averaged()
+        else:
+            self._average.copy_into(self.averaged_params_)
+
+    def _inference_params(self) -> dict:
+        """The weights predictions use: the average when there is one."""
+        return self.params_ if self.averaged_params_ is None else self.averaged_params_
 
     def _epoch(self, seqs, y_idx, train, lengths, bar) -> tuple[float, bool]:
         """One pass over ``train`` in length-bucketed batches; (mean loss, out of time)."""
@@ -451,6 +497,8 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
                 )
             clip_grad_norm(grads, self.clip_norm)
             self._optimizer.step(grads, lr=float(self.learning_rate) * self._budget.factor())
+            if self._average is not None:
+                self._average.update(self.params_)
             self._budget.steps += 1
             total += loss * len(idx)
             seen += len(idx)
@@ -471,7 +519,10 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
             if not previous or score > self.best_validation_score_:
                 self.best_validation_score_ = score
                 if self.early_stopping:
-                    self._best_params = {k: v.copy() for k, v in self.params_.items()}
+                    self._best_params = (
+                        {k: v.copy() for k, v in self.params_.items()},
+                        None if self._average is None else self._average.state_dict(),
+                    )
             previous.append(score)
         if val_data is None or not self.early_stopping:
             # without early stopping on a validation set, stop when the training loss stalls
@@ -487,9 +538,10 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         """(n_samples, n_classes) logits, computed in length-sorted batches."""
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
         out = np.empty((len(seqs), len(self.classes_)), dtype=np.float64)
+        params = self._inference_params()
         for batch in textbatch.inference_batches(lengths):
             ids, lens = seqclf.pad_batch([seqs[i] for i in batch])
-            out[batch] = seqclf.forward(self.params_, self.config_, ids, lens)[0]
+            out[batch] = seqclf.forward(params, self.config_, ids, lens)[0]
         return out
 
     def _accuracy(self, seqs: list[np.ndarray], targets: np.ndarray) -> float:
@@ -552,6 +604,8 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         }
         arrays = {f"param/{k}": v for k, v in self.params_.items()}
         arrays |= {f"optim/{k}": v for k, v in self._optimizer.state_dict().items()}
+        if self._average is not None:
+            arrays |= {f"average/{k}": v for k, v in self._average.state_dict().items()}
         save_arrays(path, header, arrays)
 
     @classmethod
@@ -575,6 +629,14 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         state = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
         if state:
             est._optimizer.load_state_dict(state)
+        est._average = est.averaged_params_ = None
+        average = {k[len("average/") :]: v for k, v in arrays.items() if k.startswith("average/")}
+        if average:
+            if est.ema_momentum is None:
+                raise ValueError("model file holds a weight average but no ema_momentum")
+            est._average = WeightAverage(est.params_, float(est.ema_momentum))
+            est._average.load_state_dict(average)
+            est._refresh_average()
         est._train_rng = est._make_rng()
         est.n_iter_ = int(header["n_iter"])
         est.loss_curve_ = list(header["loss_curve"])

@@ -290,6 +290,8 @@ def test_unknown_characters_and_empty_text_do_not_crash(fitted):
         ("learning_rate", 0),
         ("lr_schedule", "step"),
         ("clip_norm", -1.0),
+        ("ema_momentum", 1.0),
+        ("ema_momentum", -0.5),
         ("max_iter", 0),
         ("max_time", 0),
         ("validation_fraction", 1.0),
@@ -556,3 +558,72 @@ def test_pipeline_and_grid_search_with_two_jobs():
     assert search.best_params_["pooling"] in ("last", "max")
     assert 0.0 <= search.best_score_ <= 1.0
     assert search.predict(X[:3]).shape == (3,)
+
+
+# -- weight averaging (ema_momentum) ---------------------------------------------------------
+
+
+def test_ema_trains_the_same_weights_and_predicts_with_their_average():
+    X, y = contains_x(64)
+    params = {**TINY, "early_stopping": False}
+    plain = fit_quietly(CharRNNClassifier(**params), X, y)
+    assert plain.averaged_params_ is None
+    last = fit_quietly(CharRNNClassifier(**params, ema_momentum=0.0), X, y)
+    averaged = fit_quietly(CharRNNClassifier(**params, ema_momentum=0.9), X, y)
+    for k, v in plain.params_.items():  # averaging never feeds back into training
+        assert_array_equal(averaged.params_[k], v)
+        assert_array_equal(last.averaged_params_[k], v)  # momentum 0: the last step's weights
+    assert_array_equal(last.predict_proba(X), plain.predict_proba(X))
+    assert not np.array_equal(averaged.predict_proba(X), plain.predict_proba(X))
+    # the average is what predicts: the same network run on averaged_params_ by hand
+    ids, lens = seqclf.pad_batch(averaged._encode(X[:5]))
+    logits = seqclf.forward(averaged.averaged_params_, averaged.config_, ids, lens)[0]
+    assert_allclose(averaged.decision_function(X[:5]), logits[:, 1] - logits[:, 0], rtol=1e-5)
+
+
+def test_ema_early_stopping_restores_the_best_epochs_average(monkeypatch):
+    X, y = contains_x(80)
+    clf = CharRNNClassifier(
+        **{**TINY, "max_iter": 6, "n_iter_no_change": 2, "tol": 0.0, "ema_momentum": 0.8}
+    )
+    scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.6])
+    snapshot = {}
+
+    def scripted_validation(self, seqs, targets):
+        score = next(scores)
+        if score == 0.9:
+            snapshot["avg"] = {k: v.copy() for k, v in self.averaged_params_.items()}
+            snapshot["raw"] = {k: v.copy() for k, v in self.params_.items()}
+        return score
+
+    monkeypatch.setattr(CharRNNClassifier, "_accuracy", scripted_validation)
+    clf.fit(X, y)
+    assert clf.n_iter_ == 4
+    for k in snapshot["avg"]:
+        assert_array_equal(clf.averaged_params_[k], snapshot["avg"][k])
+        assert_array_equal(clf.params_[k], snapshot["raw"][k])
+
+
+def test_ema_carries_over_partial_fit_save_load_and_set_params(tmp_path):
+    X, y = contains_x(48)
+    classes = np.unique(y)
+    clf = CharRNNClassifier(**{**TINY, "ema_momentum": 0.5})
+    clf.partial_fit(X, y, classes=classes)
+    n_batches = clf._average.steps
+    clf.partial_fit(X, y)
+    assert clf._average.steps == 2 * n_batches
+    path = tmp_path / "ema.npz"
+    clf.save(path)
+    loaded = load_classifier(path)
+    assert loaded.ema_momentum == 0.5 and loaded._average.steps == 2 * n_batches
+    for k, v in clf.averaged_params_.items():
+        assert_array_equal(loaded.averaged_params_[k], v)
+    assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    loaded.partial_fit(X, y)
+    assert loaded._average.steps == 3 * n_batches
+    # switched off: predictions come from the trained weights again
+    clf.set_params(ema_momentum=None).partial_fit(X, y)
+    assert clf.averaged_params_ is None
+    ids, lens = seqclf.pad_batch(clf._encode(X[:5]))
+    logits = seqclf.forward(clf.params_, clf.config_, ids, lens)[0]
+    assert_allclose(clf.decision_function(X[:5]), logits[:, 1] - logits[:, 0], rtol=1e-5)
