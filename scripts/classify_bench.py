@@ -282,6 +282,13 @@ def markdown_table(rows: list[dict]) -> str:
 )
 @click.option("--max-iter", type=click.IntRange(1), default=8, show_default=True)
 @click.option(
+    "--ema-momentum",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="The recurrent models predict with this exponential moving average of their weights "
+    "(CharRNNClassifier's ema_momentum); default: the last step's weights.",
+)
+@click.option(
     "--max-time",
     type=click.FloatRange(0, min_open=True),
     default=600.0,
@@ -381,6 +388,7 @@ def main(
     learning_rate,
     lr_schedule,
     max_iter,
+    ema_momentum,
     max_time,
     min_len,
     max_len,
@@ -423,10 +431,12 @@ def main(
         learning_rate=learning_rate,
         lr_schedule=lr_schedule,
         max_iter=max_iter,
+        ema_momentum=ema_momentum,
         max_time=max_time,
         random_state=seed,
         verbose=2 if verbose else 0,
     )
+    ema = "" if ema_momentum is None else f", weights averaged (EMA {ema_momentum:g})"
     models = {
         "ngram": (
             "char 1-5 TF-IDF + LogisticRegression",
@@ -436,11 +446,11 @@ def main(
             ),
         ),
         "rnn-uni": (
-            f"CharRNNClassifier {cell} {hidden_size}, {pooling} pooling",
+            f"CharRNNClassifier {cell} {hidden_size}, {pooling} pooling{ema}",
             CharRNNClassifier(bidirectional=False, **rnn),
         ),
         "rnn-bi": (
-            f"CharRNNClassifier bidirectional {cell} {hidden_size}, {pooling} pooling",
+            f"CharRNNClassifier bidirectional {cell} {hidden_size}, {pooling} pooling{ema}",
             CharRNNClassifier(bidirectional=True, **rnn),
         ),
     }
@@ -467,7 +477,7 @@ def main(
                 )
                 models[key] = (
                     f"CharRNNClassifier bidirectional {cell} {pretrain_hidden_size}, {pooling} "
-                    "pooling, from language models",
+                    f"pooling{ema}, from language models",
                     CharRNNClassifier(bidirectional=True, init_from=(fwd, bwd), **pre),
                 )
             label, model = models[key]
