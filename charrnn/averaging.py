@@ -80,10 +80,24 @@ class WeightAverage:
         """Arrays from which :meth:`load_state_dict` restores this average exactly."""
         state = {f"sum/{name}": acc.copy() for name, acc in self._sums.items()}
         state["steps"] = np.array(self.steps, dtype=np.int64)
+        state["momentum"] = np.array(self.momentum, dtype=np.float64)
         return state
 
+    @classmethod
+    def from_state_dict(
+        cls, params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]
+    ) -> WeightAverage:
+        """A new average for ``params`` restored from :meth:`state_dict` output, momentum
+        included; ValueError naming what does not fit."""
+        if "momentum" not in state:
+            raise ValueError("average state is missing 'momentum'")
+        average = cls(params, float(state["momentum"]))
+        average.load_state_dict(state)
+        return average
+
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore from :meth:`state_dict` output; ValueError naming what does not fit."""
+        """Restore the sums and step count from :meth:`state_dict` output (this average keeps
+        its own momentum); ValueError naming what does not fit."""
         for name, acc in self._sums.items():
             value = state.get(f"sum/{name}")
             if value is None or np.shape(value) != acc.shape:

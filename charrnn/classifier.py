@@ -632,10 +632,9 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         est._average = est.averaged_params_ = None
         average = {k[len("average/") :]: v for k, v in arrays.items() if k.startswith("average/")}
         if average:
-            if est.ema_momentum is None:
-                raise ValueError("model file holds a weight average but no ema_momentum")
-            est._average = WeightAverage(est.params_, float(est.ema_momentum))
-            est._average.load_state_dict(average)
+            # the file's own momentum: set_params may have changed ema_momentum after the last
+            # fit, which takes effect at the next one (_sync_average)
+            est._average = WeightAverage.from_state_dict(est.params_, average)
             est._refresh_average()
         est._train_rng = est._make_rng()
         est.n_iter_ = int(header["n_iter"])

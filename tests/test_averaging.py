@@ -63,8 +63,8 @@ def test_state_dict_round_trip_continues_exactly():
     a = WeightAverage(seq[0], 0.8)
     for params in seq[:3]:
         a.update(params)
-    b = WeightAverage(seq[0], 0.8)
-    b.load_state_dict(a.state_dict())
+    b = WeightAverage.from_state_dict(seq[0], a.state_dict())
+    assert b.momentum == 0.8
     for params in seq[3:]:
         a.update(params)
         b.update(params)
@@ -87,3 +87,5 @@ def test_bad_input_is_reported():
         avg.load_state_dict(state)
     with pytest.raises(ValueError, match="steps"):
         avg.load_state_dict({"sum/W": params["W"], "sum/b": params["b"]})
+    with pytest.raises(ValueError, match="momentum"):
+        WeightAverage.from_state_dict(params, {"sum/W": params["W"], "sum/b": params["b"]})

@@ -621,8 +621,11 @@ def test_ema_carries_over_partial_fit_save_load_and_set_params(tmp_path):
     assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     loaded.partial_fit(X, y)
     assert loaded._average.steps == 3 * n_batches
-    # switched off: predictions come from the trained weights again
-    clf.set_params(ema_momentum=None).partial_fit(X, y)
+    # switched off: saved and loaded as it is until the next training call, which drops it
+    clf.set_params(ema_momentum=None)
+    clf.save(path)
+    assert_array_equal(load_classifier(path).predict_proba(X), clf.predict_proba(X))
+    clf.partial_fit(X, y)
     assert clf.averaged_params_ is None
     ids, lens = seqclf.pad_batch(clf._encode(X[:5]))
     logits = seqclf.forward(clf.params_, clf.config_, ids, lens)[0]
