@@ -62,6 +62,29 @@ def _draw_plays(plays, genres, n: int, rng) -> set[str]:
     return held_out
 
 
+def split_speech(lines: list[str], min_len: int, max_len: int) -> list[str]:
+    """A speech's text in pieces of ``min_len``-``max_len`` characters: whole verse lines
+    packed in order and joined with newlines (a line longer than ``max_len`` is cut), pieces
+    shorter than ``min_len`` dropped. A speech that already fits is one piece, its usual text."""
+    pieces, current = [], ""
+    for line in lines:
+        while len(line) > max_len:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:max_len])
+            line = line[max_len:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) <= max_len:
+            current = candidate
+        else:
+            pieces.append(current)
+            current = line
+    if current:
+        pieces.append(current)
+    return [p for p in pieces if len(p) >= min_len]
+
+
 def build_dataset(
     min_len: int,
     max_len: int,
@@ -70,6 +93,7 @@ def build_dataset(
     seed: int,
     dev: bool = False,
     split: str = "play",
+    long_speeches: str = "drop",
 ):
     """Speeches labelled by genre, split by play and balanced per genre within each part.
 
@@ -77,6 +101,11 @@ def build_dataset(
     validation set (for the recurrent models' early stopping). With ``split="speech"`` a random
     quarter of every genre's speeches is the test set instead (``test_plays`` and
     ``val_plays`` unused): test speeches then come from plays seen in training. With
+    ``long_speeches="split"`` the training and validation parts also get the pieces of their
+    plays' speeches longer than ``max_len``, cut at line ends (:func:`split_speech`) and
+    balanced per genre on their own, drawn with a second generator so that every other text of
+    every part is the same as with ``"drop"``; test speeches are always whole speeches of
+    ``min_len``-``max_len`` characters. With
     ``dev=True`` the test plays are dropped and as many other plays per genre take their place:
     a development split for choosing hyperparameters without looking at the test set.
 
@@ -99,6 +128,7 @@ def build_dataset(
     rest = [p for p in plays if p.slug not in test]
     val = _draw_plays(rest, genres, val_plays, rng) if val_plays else set()
     parts = {part: {g: [] for g in genres} for part in ("train", "val", "test")}
+    pieces = {part: {g: [] for g in genres} for part in ("train", "val")}
     unlabelled = []
     for play in plays:
         part = "test" if play.slug in test else "val" if play.slug in val else "train"
@@ -108,19 +138,32 @@ def build_dataset(
                 unlabelled.append(text)
             if min_len <= len(text) <= max_len:
                 parts[part][play.folio_genre].append(text)
+            elif len(text) > max_len and part != "test":
+                pieces[part][play.folio_genre].extend(split_speech(speech.lines, min_len, max_len))
     data = {"test_plays": sorted(test), "val_plays": sorted(val), "unlabelled": unlabelled}
     for part, by_genre in parts.items():
-        n = min(len(texts) for texts in by_genre.values())
-        X, y = [], []
-        for genre in genres:
-            texts = by_genre[genre]
-            keep = np.sort(rng.choice(len(texts), size=n, replace=False))
-            X.extend(texts[i] for i in keep)
-            y.extend([genre] * n)
-        order = rng.permutation(len(X))
-        data[f"X_{part}"] = [X[i] for i in order]
-        data[f"y_{part}"] = [y[i] for i in order]
+        X, y = _balanced(by_genre, genres, rng)
+        if long_speeches == "split" and part in pieces and any(pieces[part].values()):
+            rng_pieces = np.random.default_rng([seed, 1])
+            X_more, y_more = _balanced(pieces[part], genres, rng_pieces)
+            X, y = X + X_more, y + y_more
+            order = rng_pieces.permutation(len(X))
+            X, y = [X[i] for i in order], [y[i] for i in order]
+        data[f"X_{part}"], data[f"y_{part}"] = X, y
     return data
+
+
+def _balanced(by_genre: dict, genres: list, rng) -> tuple[list, list]:
+    """Every genre's texts subsampled to the smallest genre's count, shuffled: (X, y)."""
+    n = min(len(texts) for texts in by_genre.values())
+    X, y = [], []
+    for genre in genres:
+        texts = by_genre[genre]
+        keep = np.sort(rng.choice(len(texts), size=n, replace=False))
+        X.extend(texts[i] for i in keep)
+        y.extend([genre] * n)
+    order = rng.permutation(len(X))
+    return [X[i] for i in order], [y[i] for i in order]
 
 
 def _speech_split(plays, genres, min_len: int, max_len: int, rng) -> dict:
@@ -317,6 +360,15 @@ def markdown_table(rows: list[dict]) -> str:
     help="play: whole test plays, never seen in training; speech: a random quarter of the "
     "speeches (test speeches come from training plays, so names and phrases of a play help).",
 )
+@click.option(
+    "--long-speeches",
+    type=click.Choice(["drop", "split"]),
+    default="drop",
+    show_default=True,
+    help="drop: train on speeches of --min-len to --max-len characters only, like the test "
+    "set; split: also on the training plays' longer speeches, cut at line ends into pieces of "
+    "at most --max-len (every model gets the same training set; the test set is unchanged).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--dev",
@@ -395,6 +447,7 @@ def main(
     test_plays,
     val_plays,
     split,
+    long_speeches,
     seed,
     dev,
     blas_threads,
@@ -409,9 +462,11 @@ def main(
     """Compare n-gram TF-IDF + LogisticRegression with CharRNNClassifier on play genres."""
     if min_len > max_len:
         raise click.BadParameter("--min-len must not exceed --max-len", param_hint="--min-len")
-    if split == "speech" and (dev or val_plays):
-        raise click.UsageError("--split speech takes neither --dev nor --val-plays")
-    data = build_dataset(min_len, max_len, test_plays, val_plays, seed, dev, split)
+    if split == "speech" and (dev or val_plays or long_speeches != "drop"):
+        raise click.UsageError(
+            "--split speech takes neither --dev, --val-plays nor --long-speeches split"
+        )
+    data = build_dataset(min_len, max_len, test_plays, val_plays, seed, dev, split, long_speeches)
     n_train, n_val, n_test = (len(data[f"X_{p}"]) for p in ("train", "val", "test"))
     part = "dev" if dev else "test"
     click.echo(
@@ -524,6 +579,7 @@ def main(
                 "seed": seed,
                 "split": "dev" if dev else "test",
                 "split_by": split,
+                "long_speeches": long_speeches,
             },
             "blas_threads": blas_threads,
             "python": sys.version.split()[0],
