@@ -5,8 +5,7 @@ Data: the ``shakespeare`` corpus (:func:`charrnn.corpora.shakespeare_plays`, bui
 newlines) is labelled with its play's First Folio genre: comedy, history or tragedy.
 ``--long-speeches split`` also trains every model on the training plays' longer speeches, cut
 at line ends into pieces of at most 300 characters (2.3 times the training text on the seed-0
-``--dev`` split); the test set
-stays the same.
+``--dev`` split); the test set stays the same.
 
 Split by play, not by speech: a few whole plays per genre (drawn with ``--seed``) are the test
 set, so no test speech comes from a play seen in training. A random split of speeches would let
