@@ -630,3 +630,20 @@ def test_ema_carries_over_partial_fit_save_load_and_set_params(tmp_path):
     ids, lens = seqclf.pad_batch(clf._encode(X[:5]))
     logits = seqclf.forward(clf.params_, clf.config_, ids, lens)[0]
     assert_allclose(clf.decision_function(X[:5]), logits[:, 1] - logits[:, 0], rtol=1e-5)
+
+
+def test_ema_survives_pickle_and_grid_search_over_it():
+    X, y = contains_x(48)
+    clf = fit_quietly(CharRNNClassifier(**TINY, ema_momentum=0.9), X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    search = GridSearchCV(
+        CharRNNClassifier(**TINY), {"ema_momentum": [None, 0.9]}, cv=2, error_score="raise"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert len(search.cv_results_["mean_test_score"]) == 2
+    assert (search.best_estimator_.averaged_params_ is None) == (
+        search.best_params_["ema_momentum"] is None
+    )
