@@ -107,7 +107,10 @@ class CharRNNGenerator(BaseEstimator):
         Passes over the training text.
     max_time : float or None, default=None
         Wall-clock training budget in seconds; training stops at the first of max_iter and
-        max_time, and the learning-rate schedule spans whichever ends first.
+        max_time, and the learning-rate schedule spans whichever ends first. A step's place in
+        the schedule is the larger of its share of the steps and the share of the budget spent
+        by the steps before it, so a budget that does not bind changes nothing; one that does
+        makes the rates follow the clock, and the run is no longer exactly repeatable.
     validation_fraction : float in [0, 1), default=0.1
         Tail of the text held out to measure validation loss; 0 turns validation and early
         stopping off.

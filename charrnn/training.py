@@ -324,9 +324,13 @@ class Trainer:
         grad_norms: list[float] = []
         while p.epoch < max_epochs:
             for k, inputs, targets in self.batches.iter_from(p.chunk):
-                now = time.perf_counter() - t_start
                 if max_time is not None:
-                    progress = max(p.step / total_steps, now / max_time)
+                    # The time spent on the steps already taken, not the clock now: a step
+                    # whose number puts the schedule further along than the time does gets
+                    # the same learning rate in every run (the first one 0 s, not the few
+                    # microseconds of start-up a busy machine stretches), so a run whose time
+                    # budget does not bind repeats exactly and resumes exactly.
+                    progress = max(p.step / total_steps, p.elapsed / max_time)
                 else:
                     progress = p.step / total_steps
                 lr = self.learning_rate * self.schedule.factor(progress)

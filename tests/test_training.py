@@ -381,6 +381,42 @@ def test_trainer_state_round_trip_continues_bit_exactly():
         assert_array_equal(params[name], ref_params[name])
 
 
+def _learning_rates(monkeypatch, max_time: float, seconds_per_clock_read: float) -> list:
+    """The learning rate of every step of a 2-pass run on a clock that ticks at every read."""
+    clock = {"t": 0.0}
+
+    def fake_clock():
+        clock["t"] += seconds_per_clock_read
+        return clock["t"]
+
+    monkeypatch.setattr(training.time, "perf_counter", fake_clock)
+    config = NetworkConfig(cell="gru", vocab_size=9, hidden_size=6)
+    ids = np.random.default_rng(2).integers(0, 9, 700).astype(np.uint8)
+    trainer = _trainer(network.init_params(config, np.random.default_rng(0)), config, ids, None)
+    trainer.tune_blas = False
+    rates = []
+    trainer.run(max_epochs=2, max_time=max_time, on_step=lambda t, loss, g, lr: rates.append(lr))
+    return rates
+
+
+def test_a_time_budget_that_does_not_bind_leaves_the_schedule_to_the_step_count(monkeypatch):
+    """Start-up time on a busy machine must not move the learning rate: runs repeat exactly."""
+    slow = _learning_rates(monkeypatch, max_time=1e6, seconds_per_clock_read=3.0)
+    total = len(slow)
+    schedule = LRSchedule("warmup_cosine")
+    assert slow == [1e-2 * schedule.factor(step / total) for step in range(total)]
+    assert slow[0] == 1e-2 * schedule.factor(0.0)
+
+
+def test_a_time_budget_that_binds_drives_the_schedule(monkeypatch):
+    rates = _learning_rates(monkeypatch, max_time=20.0, seconds_per_clock_read=1.0)
+    schedule = LRSchedule("warmup_cosine")
+    # the run stops at the budget, well before its 2 passes, with the rate decayed to its floor
+    assert len(rates) < 36
+    assert rates[-1] < 1e-2 * schedule.factor(len(rates) / 36)
+    assert rates[-1] == pytest.approx(1e-2 * schedule.final_factor, rel=0.1)
+
+
 class _AlwaysParallel:
     """A BlasTuner stand-in that runs every step as parallel groups of streams."""
 
