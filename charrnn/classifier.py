@@ -54,27 +54,35 @@ def _labels_to_json(classes: np.ndarray) -> tuple[list, str]:
 
 
 class _Budget:
-    """Training progress in [0, 1]: the larger of steps taken / ``total_steps`` and elapsed /
-    ``max_time``; drives the learning-rate schedule and the time limit."""
+    """Training progress in [0, 1]: the larger of steps taken / ``total_steps`` and the time
+    those steps took / ``max_time``; drives the learning-rate schedule and the time limit.
+
+    The time is read when a step ends (:meth:`step_done`), not when the next one asks for its
+    rate, so while the time budget does not bind the rates depend on the step count alone and a
+    seeded fit repeats exactly on a busy machine (as :class:`charrnn.training.Trainer`).
+    """
 
     def __init__(self, total_steps: int, max_time: float | None, schedule: LRSchedule) -> None:
         self.start = time.perf_counter()
         self.steps = 0
+        self.spent = 0.0  # seconds from the start to the end of the last step
         self.total_steps = max(total_steps, 1)
         self.max_time = max_time
         self.schedule = schedule
 
-    def elapsed_fraction(self) -> float:
-        if self.max_time is None:
-            return 0.0
-        return (time.perf_counter() - self.start) / self.max_time
+    def step_done(self) -> None:
+        self.steps += 1
+        self.spent = time.perf_counter() - self.start
+
+    def time_fraction(self) -> float:
+        return 0.0 if self.max_time is None else self.spent / self.max_time
 
     def factor(self) -> float:
-        progress = max(self.steps / self.total_steps, self.elapsed_fraction())
+        progress = max(self.steps / self.total_steps, self.time_fraction())
         return self.schedule.factor(progress)
 
     def time_is_up(self) -> bool:
-        return self.elapsed_fraction() >= 1.0
+        return self.time_fraction() >= 1.0
 
 
 class CharRNNClassifier(ClassifierMixin, BaseEstimator):
@@ -499,7 +507,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
             self._optimizer.step(grads, lr=float(self.learning_rate) * self._budget.factor())
             if self._average is not None:
                 self._average.update(self.params_)
-            self._budget.steps += 1
+            self._budget.step_done()
             total += loss * len(idx)
             seen += len(idx)
             bar.update(1)

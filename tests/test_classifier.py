@@ -15,9 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
-from charrnn import seqclf, textbatch
+from charrnn import classifier, seqclf, textbatch
 from charrnn.classifier import CharRNNClassifier, load_classifier
-from charrnn.optim import Adam
+from charrnn.optim import Adam, LRSchedule
 from charrnn.vocab import CharVocab
 
 ALPHABET = list("abcdefghijklmnopqrstuvw ")
@@ -432,6 +432,35 @@ def test_lr_schedule_spans_the_fit(monkeypatch, schedule):
     else:
         assert seen[0] < seen[2] and seen[-1] < seen[len(seen) // 2] < seen[2]
         assert seen[-1] >= 0.01 * 0.1
+
+
+def test_a_time_budget_that_does_not_bind_leaves_the_schedule_to_the_step_count(monkeypatch):
+    """A slow clock (a busy machine) must not move the rates while max_time is far off."""
+    clock = {"t": 0.0}
+
+    def slow_clock():
+        clock["t"] += 2.0
+        return clock["t"]
+
+    monkeypatch.setattr(classifier.time, "perf_counter", slow_clock)
+    X, y = contains_x(64)
+    seen = []
+    real_step = Adam.step
+
+    def recording_step(self, grads, lr=None):
+        seen.append(lr)
+        return real_step(self, grads, lr)
+
+    monkeypatch.setattr(Adam, "step", recording_step)
+    clf = CharRNNClassifier(
+        **{**TINY, "max_iter": 3, "early_stopping": False, "batch_size": 8, "n_iter_no_change": 9},
+        lr_schedule="warmup_cosine",
+        learning_rate=0.01,
+        max_time=1e6,
+    )
+    fit_quietly(clf, X, y)
+    schedule = LRSchedule("warmup_cosine")
+    assert seen == [0.01 * schedule.factor(k / 24) for k in range(24)]
 
 
 def test_max_time_stops_training_early():
