@@ -5,13 +5,14 @@ charrnn's training step splits the batch's streams into one group per core
 streams, and they meet once per step. At the lstm 2x512 benchmark row (batch 32) that leaves 16
 rows per recurrent GEMM ``h @ Wh`` (512 x 2048), where OpenBLAS's fixed cost per call (packing
 the 4 MB weight) is about 40% of the call. Splitting the hidden units instead -- each process
-runs all 32 streams for half of the units, i.e. a quarter of the columns of every gate -- doubles
+runs all 32 streams for half of the units, i.e. half of the columns of every gate -- doubles
 the rows and halves the weight of every call, at the price of meeting after *every time step*:
 the forward pass needs the whole ``h_t`` before step ``t + 1``, and the backward pass sums the
 two halves' ``dz_t @ Wh.T``.
 
 This script measures both ways on one layer's forward pass, backpropagation through time and
-``dWh`` (the part of a training step that the split changes), with the same element-wise code,
+``dWh`` (the part of a training step that the split changes), with the same element-wise code
+(that of LSTMCell), the inputs and weights sliced once before the timed passes,
 in two forked processes of one BLAS thread each (Linux). It also times the unit split with its
 per-step barrier removed -- the numbers are then wrong, but the time bounds what a perfect
 barrier could give -- and charrnn's own :class:`~charrnn.cells.LSTMCell` on half of the streams
@@ -74,99 +75,133 @@ def gate_columns(units: slice, H: int) -> np.ndarray:
     return np.concatenate([q * H + idx for q in range(4)])
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1.0
-    np.reciprocal(z, out=z)
-    return z
+class LayerPart:
+    """One process's share of an LSTM layer: its streams (rows) and hidden units.
 
-
-def layer_part(me, rows, units, xw, Wh, dhs, h, partial, barrier, results=None):
-    """One process's share of an LSTM layer's forward pass, BPTT and ``dWh``.
+    The slices of the inputs and weights are taken once, outside the timed passes: in
+    training each process would own its columns of the weights and compute its own columns
+    of the input projections.
 
     Parameters
     ----------
-    me : int
-        0 or 1.
     rows, units : slice
         The streams and hidden units this process computes.
     xw : ndarray, shape (T, B, 4H)
-        Input projections of the whole batch (each process reads its rows and columns).
+        Input projections of the whole batch.
     Wh : ndarray, shape (H, 4H)
     dhs : ndarray, shape (T, B, H)
         Gradient arriving at every output.
-    h : ndarray, shape (T + 1, len(rows), H)
-        States of this process's rows (shared between the processes for the unit split).
-    partial : ndarray, shape (2, 2, B, H) or None
-        Shared buffers for the two halves of ``dz_t @ Wh.T`` (unit split only), alternating
-        by time step so that one barrier per step suffices.
-    barrier : SpinBarrier or None
-        Meet after every time step (unit split only).
-    results : dict of shared arrays, optional
-        ``hs`` (T, B, H), ``dxw`` (T, B, 4H), ``dWh`` (H, 4H): this process writes its part.
     """
-    T, H = xw.shape[0], Wh.shape[0]
-    cols = gate_columns(units, H)
-    Wh_k = np.ascontiguousarray(Wh[:, cols])
-    WhT_k = np.ascontiguousarray(Wh_k.T)
-    xw_k = np.ascontiguousarray(xw[:, rows][:, :, cols])
-    dhs_k = np.ascontiguousarray(dhs[:, rows][:, :, units])
-    B, U = xw_k.shape[1], len(np.arange(H)[units])
-    dt = xw.dtype
-    gates = np.empty((T, B, 4 * U), dt)
-    c = np.zeros((T + 1, B, U), dt)
-    tanh_c = np.empty((T, B, U), dt)
-    ig = np.empty((B, U), dt)
-    for t in range(T):
-        z = gates[t]
-        np.matmul(h[t], Wh_k, out=z)
-        z += xw_k[t]
-        _sigmoid(z[:, : 3 * U])
-        np.tanh(z[:, 3 * U :], out=z[:, 3 * U :])
-        i, f, o, g = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], z[:, 3 * U :]
-        np.multiply(f, c[t], out=c[t + 1])
-        np.multiply(i, g, out=ig)
-        c[t + 1] += ig
-        np.tanh(c[t + 1], out=tanh_c[t])
-        np.multiply(o, tanh_c[t], out=h[t + 1][:, units])
-        if barrier is not None:
-            barrier.wait(me)
-    dz_all = np.empty_like(gates)
-    dh = np.zeros((B, U), dt)
-    dc = np.zeros((B, U), dt)
-    tmp = np.empty((B, U), dt)
-    for t in range(T - 1, -1, -1):
-        z, dz = gates[t], dz_all[t]
-        i, f, o, g = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], z[:, 3 * U :]
-        dh += dhs_k[t]
-        np.multiply(dh, o, out=tmp)
-        tmp *= 1.0 - tanh_c[t] ** 2
-        dc += tmp
-        np.multiply(dc, g, out=dz[:, :U])
-        dz[:, :U] *= i * (1.0 - i)
-        np.multiply(dc, c[t], out=dz[:, U : 2 * U])
-        dz[:, U : 2 * U] *= f * (1.0 - f)
-        np.multiply(dh, tanh_c[t], out=dz[:, 2 * U : 3 * U])
-        dz[:, 2 * U : 3 * U] *= o * (1.0 - o)
-        np.multiply(dc, i, out=dz[:, 3 * U :])
-        dz[:, 3 * U :] *= 1.0 - g**2
-        dc *= f
-        if barrier is None:
-            np.matmul(dz, WhT_k, out=dh)
-        else:
-            buf = partial[t & 1]
-            np.matmul(dz, WhT_k, out=buf[me])
-            barrier.wait(me)
-            np.add(buf[0][:, units], buf[1][:, units], out=dh)
-    dWh_k = h[:T].reshape(-1, H).T @ dz_all.reshape(-1, 4 * U)
-    if results is not None:
-        results["hs"][:, rows, units] = h[1:, :, units]
-        results["dxw"][:, rows, cols] = dz_all
-        if barrier is None:  # each process has the whole dWh of its rows: add them
-            results[f"dWh{me}"][:] = dWh_k
-        else:
-            results["dWh0"][:, cols] = dWh_k
+
+    def __init__(self, rows: slice, units: slice, xw, Wh, dhs) -> None:
+        H = Wh.shape[0]
+        self.rows, self.units = rows, units
+        self.cols = gate_columns(units, H)
+        self.Wh = np.ascontiguousarray(Wh[:, self.cols])
+        self.WhT = np.ascontiguousarray(self.Wh.T)
+        self.xw = np.ascontiguousarray(xw[:, rows][:, :, self.cols])
+        self.dhs = np.ascontiguousarray(dhs[:, rows][:, :, units])
+
+    def run(self, me, h, partial, barrier, results=None) -> None:
+        """Forward pass, BPTT and ``dWh`` of this share.
+
+        Parameters
+        ----------
+        me : int
+            0 or 1.
+        h : ndarray, shape (T + 1, len(rows), H)
+            States of this process's rows (shared between the processes for the unit split).
+        partial : ndarray, shape (2, 2, B, H) or None
+            Shared buffers for the two halves of ``dz_t @ Wh.T`` (unit split only),
+            alternating by time step so that one barrier per step suffices.
+        barrier : SpinBarrier or None
+            Meet after every time step (unit split only).
+        results : dict of shared arrays, optional
+            ``hs`` (T, B, H), ``dxw`` (T, B, 4H), ``dWh0``/``dWh1`` (H, 4H): this process
+            writes its part.
+        """
+        units, cols, Wh_k, WhT_k, xw_k, dhs_k = (
+            self.units,
+            self.cols,
+            self.Wh,
+            self.WhT,
+            self.xw,
+            self.dhs,
+        )
+        T, B, H = xw_k.shape[0], xw_k.shape[1], Wh_k.shape[0]
+        U = Wh_k.shape[1] // 4
+        dt = xw_k.dtype
+        # The element-wise code follows charrnn.cells.LSTMCell (one exp for all four gates, the
+        # activated gates copied gate-major so that every per-gate operation runs on a contiguous
+        # block), so that the GEMMs and the barrier weigh here what they weigh in training.
+        scale = np.full(4 * U, -1.0, dt)
+        scale[3 * U :] = -2.0
+        z = np.empty((B, 4 * U), dt)
+        gates = np.empty((T, 4, B, U), dt)
+        c = np.zeros((T + 1, B, U), dt)
+        tanh_c = np.empty((T, B, U), dt)
+        ig = np.empty((B, U), dt)
+        with np.errstate(over="ignore"):
+            for t in range(T):
+                np.matmul(h[t], Wh_k, out=z)
+                z += xw_k[t]
+                z *= scale  # sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1
+                np.exp(z, out=z)
+                z += 1.0
+                np.reciprocal(z, out=z)
+                z[:, 3 * U :] *= 2.0
+                z[:, 3 * U :] -= 1.0
+                np.copyto(gates[t], z.reshape(B, 4, U).transpose(1, 0, 2))
+                i, f, o, g = gates[t]
+                np.multiply(f, c[t], out=c[t + 1])
+                np.multiply(i, g, out=ig)
+                c[t + 1] += ig
+                np.tanh(c[t + 1], out=tanh_c[t])
+                np.multiply(o, tanh_c[t], out=h[t + 1][:, units])
+                if barrier is not None:
+                    barrier.wait(me)
+        dz_all = np.empty((T, B, 4 * U), dt)
+        dh = np.zeros((B, U), dt)
+        dc = np.zeros((B, U), dt)
+        tmp = np.empty((B, U), dt)
+        m = np.empty((4, B, U), dt)  # gradient-free factors of the step, gate-major
+        for t in range(T - 1, -1, -1):
+            gt, dz = gates[t], dz_all[t]
+            i, f, o, g = gt
+            np.square(gt[:3], out=m[:3])
+            np.subtract(gt[:3], m[:3], out=m[:3])  # s(1 - s)
+            m[0] *= g
+            m[1] *= c[t]
+            m[2] *= tanh_c[t]
+            np.square(g, out=m[3])
+            np.subtract(1.0, m[3], out=m[3])
+            m[3] *= i
+            dh += dhs_k[t]
+            np.square(tanh_c[t], out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            tmp *= o
+            tmp *= dh
+            dc += tmp
+            np.multiply(dc, m[0], out=dz[:, :U])
+            np.multiply(dc, m[1], out=dz[:, U : 2 * U])
+            np.multiply(dh, m[2], out=dz[:, 2 * U : 3 * U])
+            np.multiply(dc, m[3], out=dz[:, 3 * U :])
+            dc *= f
+            if barrier is None:
+                np.matmul(dz, WhT_k, out=dh)
+            else:
+                buf = partial[t & 1]
+                np.matmul(dz, WhT_k, out=buf[me])
+                barrier.wait(me)
+                np.add(buf[0][:, units], buf[1][:, units], out=dh)
+        dWh_k = h[:T].reshape(-1, H).T @ dz_all.reshape(-1, 4 * U)
+        if results is not None:
+            results["hs"][:, self.rows, units] = h[1:, :, units]
+            results["dxw"][:, self.rows, cols] = dz_all
+            if barrier is None:  # each process has the whole dWh of its rows: add them
+                results[f"dWh{me}"][:] = dWh_k
+            else:
+                results["dWh0"][:, cols] = dWh_k
 
 
 def _split(mode: str, me: int, B: int, H: int) -> tuple[slice, slice]:
@@ -192,17 +227,24 @@ def run_pair(mode, xw, Wh, dhs, repeats, results=None) -> np.ndarray:
     me = 0 if pid else 1
     try:
         rows, units = _split("streams" if mode.startswith("LSTMCell") else mode, me, B, H)
+        n = rows.stop - rows.start
+        if mode.startswith("LSTMCell"):
+            xw_rows, dhs_rows = (
+                np.ascontiguousarray(xw[:, rows]),
+                np.ascontiguousarray(dhs[:, rows]),
+            )
+        else:
+            part = LayerPart(rows, units, xw, Wh, dhs)
         for r in range(repeats):
-            h = h_shared if by_units else np.zeros((T + 1, rows.stop - rows.start, H), xw.dtype)
+            h = h_shared if by_units else np.zeros((T + 1, n, H), xw.dtype)
             start.wait(me)
             t0 = time.perf_counter()
             if mode.startswith("LSTMCell"):
-                n = rows.stop - rows.start
                 state = (np.zeros((n, H), xw.dtype), np.zeros((n, H), xw.dtype))
-                _, _, cache = LSTMCell.forward(np.ascontiguousarray(xw[:, rows]), state, {"Wh": Wh})
-                LSTMCell.backward(np.ascontiguousarray(dhs[:, rows]), None, cache)
+                _, _, cache = LSTMCell.forward(xw_rows, state, {"Wh": Wh})
+                LSTMCell.backward(dhs_rows, None, cache)
             else:
-                layer_part(me, rows, units, xw, Wh, dhs, h, partial, barrier, results)
+                part.run(me, h, partial, barrier, results)
             times[me, r] = time.perf_counter() - t0
     except BaseException:
         if pid == 0:  # the forked process reports and leaves; the caller sees its status
