@@ -108,6 +108,14 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         element-wise maximum of the top layer's states over the text.
     dropout : float in [0, 1), default=0.0
         Inverted dropout between recurrent layers and on the pooled features.
+    aux_lm_weight : float >= 0, default=0.0
+        Also train the recurrent layers as language models of the training texts, with this
+        weight on their loss: a small dense head per direction predicts each character from the
+        top layer's state next to it (the next character going forwards, the previous one going
+        backwards). It asks the states to describe the text rather than to memorise what tells
+        the training texts apart, without any more labels; the heads are not used to predict.
+        0 (default) trains on the labels alone. Like the network's shape it is set by ``fit``
+        (``partial_fit`` keeps it). See :mod:`charrnn.seqclf`.
     batch_size : int, default=32
     learning_rate : float, default=2e-3
         Adam's (peak) step size.
@@ -204,6 +212,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         bidirectional=False,
         pooling="last",
         dropout=0.0,
+        aux_lm_weight=0.0,
         batch_size=32,
         learning_rate=2e-3,
         lr_schedule="constant",
@@ -227,6 +236,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self.bidirectional = bidirectional
         self.pooling = pooling
         self.dropout = dropout
+        self.aux_lm_weight = aux_lm_weight
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.lr_schedule = lr_schedule
@@ -270,6 +280,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
         check_int("verbose", self.verbose, 0)
         check_real("dropout", self.dropout, 0.0, 1.0)
+        check_real("aux_lm_weight", self.aux_lm_weight, 0.0)
         check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
         check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
         check_real("ema_momentum", self.ema_momentum, 0.0, 1.0, none_ok=True)
@@ -325,6 +336,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
             pooling=self.pooling,
             dropout=float(self.dropout),
             dtype=self.dtype,
+            aux_lm_weight=float(self.aux_lm_weight),
         )
         self.params_ = seqclf.init_params(self.config_, rng)
         transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))

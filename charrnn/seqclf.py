@@ -24,9 +24,21 @@ l{k}.{d}.Wx         (D, G*H)      layer ``k``, direction ``d`` in {fwd, bwd}; D 
 l{k}.{d}.Wh         (H, G*H)      recurrent weights
 l{k}.{d}.b          (G*H,)        bias
 l{k}.{d}.bhn        (H,)          GRU only: recurrent bias of the candidate
+lm.{d}.W            (H, V)        auxiliary language model of direction ``d`` (only when
+                                  ``aux_lm_weight`` > 0): the next character from each forward
+                                  state, the previous one from each backward state
+lm.{d}.b            (V,)          its bias
 Wout                (K*H, C)      output weights on the pooled features
 bout                (C,)          output bias
 ==================  ============  ==============================================================
+
+With ``aux_lm_weight`` > 0 the training loss adds, with that weight, the mean cross-entropy of
+predicting every character of a text from the top layer's state next to it (the forward
+direction reads up to the character before, the backward one from the character after): a
+language-modelling task on the same texts, without any more labels, that asks the recurrent
+states to describe the text rather than to memorise what singles out each training text
+(Rei 2017, "Semi-supervised multitask learning for sequence labeling"). Predictions do not use
+these heads.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import numpy as np
 
 from charrnn.cells import CELLS
 from charrnn.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
+from charrnn.validation import check_real
 
 POOLINGS = ("last", "mean", "max")
 DIRECTIONS = ("fwd", "bwd")
@@ -67,6 +80,8 @@ class SeqClfConfig:
     dropout : float
         Inverted-dropout probability between layers and on the pooled features.
     dtype : {"float32", "float64"}
+    aux_lm_weight : float
+        Weight of the auxiliary language-modelling loss (module docstring); 0 leaves it out.
     """
 
     cell: str
@@ -79,6 +94,7 @@ class SeqClfConfig:
     pooling: str = "last"
     dropout: float = 0.0
     dtype: str = "float32"
+    aux_lm_weight: float = 0.0
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -101,6 +117,7 @@ class SeqClfConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        check_real("aux_lm_weight", self.aux_lm_weight, 0.0)
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -144,6 +161,10 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
             params[f"l{k}.{d}.b"] = b
             if config.cell == "gru":
                 params[f"l{k}.{d}.bhn"] = np.zeros(H, dtype=dt)
+    if config.aux_lm_weight > 0:
+        for d in config.directions:
+            params[f"lm.{d}.W"] = _glorot(rng, H, V, dt)
+            params[f"lm.{d}.b"] = np.zeros(V, dtype=dt)
     params["Wout"] = _glorot(rng, config.feature_size, config.n_classes, dt)
     params["bout"] = np.zeros(config.n_classes, dtype=dt)
     return params
@@ -230,7 +251,8 @@ def forward(
     -------
     logits : ndarray, shape (B, C)
     cache : tuple
-        Everything :func:`backward` needs; ``cache[-1]`` holds the pooled features, shape (B, K*H).
+        Everything :func:`backward` needs; ``cache[-2]`` holds the top layer's states, shape
+        (T, B, K*H), and ``cache[-1]`` the pooled features, shape (B, K*H).
     """
     cell = CELLS[config.cell]
     T, B = ids.shape
@@ -279,7 +301,7 @@ def forward(
         pooled = pooled * pmask
     logits = pooled @ params["Wout"]
     logits += params["bout"]
-    return logits, (ids, lengths, ridx, layers, pool_cache, pmask, pooled)
+    return logits, (ids, lengths, ridx, layers, pool_cache, pmask, out, pooled)
 
 
 def _pool(out: np.ndarray, lengths: np.ndarray, pooling: str, H: int, bidirectional: bool):
@@ -323,20 +345,29 @@ def _pool_backward(dpooled: np.ndarray, pooling: str, cache, H: int, bidirection
     return dout
 
 
-def backward(params: dict, config: SeqClfConfig, dlogits: np.ndarray, cache) -> dict:
+def backward(
+    params: dict,
+    config: SeqClfConfig,
+    dlogits: np.ndarray,
+    cache,
+    dtop: np.ndarray | None = None,
+) -> dict:
     """Gradients of every parameter given the gradient of the logits.
 
     Parameters
     ----------
     dlogits : ndarray, shape (B, C)
     cache : from :func:`forward`
+    dtop : ndarray, shape (T, B, K*H), optional
+        A further gradient with respect to the top layer's states (the auxiliary language
+        model's, :func:`aux_lm_loss`).
 
     Returns
     -------
     dict of str to ndarray, keys and shapes as ``params``.
     """
     cell = CELLS[config.cell]
-    ids, lengths, ridx, layers, pool_cache, pmask, pooled = cache
+    ids, lengths, ridx, layers, pool_cache, pmask, _, pooled = cache
     T, B = ids.shape
     H = config.hidden_size
     grads: dict[str, np.ndarray] = {"Wout": pooled.T @ dlogits, "bout": dlogits.sum(axis=0)}
@@ -344,6 +375,8 @@ def backward(params: dict, config: SeqClfConfig, dlogits: np.ndarray, cache) -> 
     if pmask is not None:
         dpooled *= pmask
     dout = _pool_backward(dpooled, config.pooling, pool_cache, H, config.bidirectional)
+    if dtop is not None:
+        dout += dtop
     for k in range(config.num_layers - 1, -1, -1):
         dir_caches, mask = layers[k]
         if mask is not None:
@@ -377,7 +410,7 @@ def backward(params: dict, config: SeqClfConfig, dlogits: np.ndarray, cache) -> 
                 dx = _gather_time(dx, ridx)
             dx_total = dx if dx_total is None else dx_total + dx
         dout = dx_total
-    return {name: grads[name] for name in params}
+    return {name: grads[name] for name in params if name in grads}
 
 
 def loss_and_grads(
@@ -404,7 +437,8 @@ def loss_and_grads(
     Returns
     -------
     loss : float
-        Mean negative log-likelihood per text, nats.
+        Mean negative log-likelihood per text, nats, plus the weighted auxiliary
+        language-modelling loss when ``config.aux_lm_weight`` > 0 (:func:`aux_lm_loss`).
     grads : dict of str to ndarray
     """
     logits, cache = forward(params, config, ids, lengths, rng, train)
@@ -415,7 +449,65 @@ def loss_and_grads(
     dlogits = np.exp(logp)
     dlogits[rows, targets] -= 1.0
     dlogits /= B
-    return loss, backward(params, config, dlogits, cache)
+    if config.aux_lm_weight == 0 or ids.shape[0] < 2:
+        return loss, backward(params, config, dlogits, cache)
+    aux_loss, dtop, head_grads = aux_lm_loss(params, config, ids, cache[1], cache[-2])
+    grads = backward(params, config, dlogits, cache, dtop)
+    grads.update(head_grads)
+    return loss + aux_loss, {name: grads[name] for name in params}
+
+
+def aux_lm_loss(params: dict, config: SeqClfConfig, ids, lengths, top):
+    """The auxiliary language-modelling loss (weighted) and its gradients.
+
+    The forward state at step ``t`` predicts character ``t + 1`` and the backward state at
+    ``t`` (having read the text from its end down to ``t``) character ``t - 1``; the mean is
+    over these positions inside the texts, both directions together, so padding is ignored.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (T, B), T >= 2
+    lengths : ndarray of int, shape (B,)
+    top : ndarray, shape (T, B, K*H)
+        The top layer's states, both directions in text order (``forward``'s ``cache[-2]``).
+
+    Returns
+    -------
+    loss : float
+        ``aux_lm_weight`` times the mean cross-entropy, nats.
+    dtop : ndarray, shape (T, B, K*H)
+    grads : dict
+        Gradients of the ``lm.*`` heads.
+    """
+    T, B = ids.shape
+    H = config.hidden_size
+    weight = config.aux_lm_weight
+    valid = np.arange(T - 1)[:, None] + 1 < lengths[None, :]  # (T-1, B): a next character
+    v = valid.reshape(-1)
+    scale = weight / (len(config.directions) * max(int(v.sum()), 1))
+    rows = np.arange(v.size)
+    loss = 0.0
+    dtop = np.zeros_like(top)
+    grads = {}
+    for j, d in enumerate(config.directions):
+        cols = slice(j * H, (j + 1) * H)
+        # (states, the characters they predict, where their gradient goes)
+        if d == "fwd":
+            h, target, steps = top[:-1, :, cols], ids[1:], slice(0, T - 1)
+        else:
+            h, target, steps = top[1:, :, cols], ids[:-1], slice(1, T)
+        h = np.ascontiguousarray(h).reshape(-1, H)
+        W = params[f"lm.{d}.W"]
+        logp = log_softmax(h @ W + params[f"lm.{d}.b"])
+        t = target.reshape(-1)
+        loss += float(-(logp[rows, t] * v).sum() * scale)
+        dlogits = np.exp(logp)
+        dlogits[rows, t] -= 1.0
+        dlogits *= (v * scale)[:, None]
+        grads[f"lm.{d}.W"] = h.T @ dlogits
+        grads[f"lm.{d}.b"] = dlogits.sum(axis=0)
+        dtop[steps, :, cols] += (dlogits @ W.T).reshape(T - 1, B, H)
+    return loss, dtop, grads
 
 
 def n_parameters(params: dict) -> int:

@@ -335,6 +335,14 @@ def markdown_table(rows: list[dict]) -> str:
     "(CharRNNClassifier's ema_momentum); default: the last step's weights.",
 )
 @click.option(
+    "--aux-lm-weight",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="The recurrent models also learn to predict each character from the states next to "
+    "it, with this weight on that loss (CharRNNClassifier's aux_lm_weight).",
+)
+@click.option(
     "--max-time",
     type=click.FloatRange(0, min_open=True),
     default=600.0,
@@ -444,6 +452,7 @@ def main(
     lr_schedule,
     max_iter,
     ema_momentum,
+    aux_lm_weight,
     max_time,
     min_len,
     max_len,
@@ -490,11 +499,14 @@ def main(
         lr_schedule=lr_schedule,
         max_iter=max_iter,
         ema_momentum=ema_momentum,
+        aux_lm_weight=aux_lm_weight,
         max_time=max_time,
         random_state=seed,
         verbose=2 if verbose else 0,
     )
-    ema = "" if ema_momentum is None else f", weights averaged (EMA {ema_momentum:g})"
+    extras = "" if ema_momentum is None else f", weights averaged (EMA {ema_momentum:g})"
+    if aux_lm_weight > 0:
+        extras += f", auxiliary LM loss {aux_lm_weight:g}"
     models = {
         "ngram": (
             "char 1-5 TF-IDF + LogisticRegression",
@@ -504,11 +516,11 @@ def main(
             ),
         ),
         "rnn-uni": (
-            f"CharRNNClassifier {cell} {hidden_size}, {pooling} pooling{ema}",
+            f"CharRNNClassifier {cell} {hidden_size}, {pooling} pooling{extras}",
             CharRNNClassifier(bidirectional=False, **rnn),
         ),
         "rnn-bi": (
-            f"CharRNNClassifier bidirectional {cell} {hidden_size}, {pooling} pooling{ema}",
+            f"CharRNNClassifier bidirectional {cell} {hidden_size}, {pooling} pooling{extras}",
             CharRNNClassifier(bidirectional=True, **rnn),
         ),
     }
@@ -535,7 +547,7 @@ def main(
                 )
                 models[key] = (
                     f"CharRNNClassifier bidirectional {cell} {pretrain_hidden_size}, {pooling} "
-                    f"pooling{ema}, from language models",
+                    f"pooling{extras}, from language models",
                     CharRNNClassifier(bidirectional=True, init_from=(fwd, bwd), **pre),
                 )
             label, model = models[key]

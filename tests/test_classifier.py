@@ -59,6 +59,23 @@ def fitted():
 # -- numerics: gradient checks and padding invariance ----------------------------------------
 
 
+def reference_aux_lm_loss(params, config, ids, lengths, top) -> float:
+    """The auxiliary language-modelling loss, one character at a time: the forward state at
+    ``t`` predicts character ``t + 1``, the backward state at ``t + 1`` character ``t``."""
+    if config.aux_lm_weight == 0:
+        return 0.0
+    H = config.hidden_size
+    terms = []
+    for b, n in enumerate(lengths):
+        for t in range(n - 1):
+            fwd = top[t, b, :H] @ params["lm.fwd.W"] + params["lm.fwd.b"]
+            terms.append(-seqclf.log_softmax(fwd)[ids[t + 1, b]])
+            if config.bidirectional:
+                bwd = top[t + 1, b, H:] @ params["lm.bwd.W"] + params["lm.bwd.b"]
+                terms.append(-seqclf.log_softmax(bwd)[ids[t, b]])
+    return config.aux_lm_weight * float(np.mean(terms)) if terms else 0.0
+
+
 def numerical_gradient_error(config, seqs, targets, dropout_seed=None) -> float:
     """Largest relative error, over parameters, of the analytic gradient against central
     differences of the loss (float64), ``|num - ana| / (|num| + |ana|)`` in the L2 norm."""
@@ -73,8 +90,9 @@ def numerical_gradient_error(config, seqs, targets, dropout_seed=None) -> float:
         return None if dropout_seed is None else np.random.default_rng(dropout_seed)
 
     def loss() -> float:
-        logits, _ = seqclf.forward(params, config, ids, lengths, drng(), train=True)
-        return -float(np.mean(seqclf.log_softmax(logits)[rows, targets]))
+        logits, cache = seqclf.forward(params, config, ids, lengths, drng(), train=True)
+        aux = reference_aux_lm_loss(params, config, ids, lengths, cache[-2])
+        return -float(np.mean(seqclf.log_softmax(logits)[rows, targets])) + aux
 
     _, grads = seqclf.loss_and_grads(params, config, ids, lengths, targets, drng(), train=True)
     worst = 0.0
@@ -127,6 +145,48 @@ def test_gradients_with_dropout():
     assert numerical_gradient_error(config, seqs, np.array([0, 1, 1]), dropout_seed=7) < 1e-6
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers,embedding_dim,dropout", [(1, None, 0.0), (2, 2, 0.3)])
+def test_gradients_with_the_auxiliary_language_model(
+    cell, bidirectional, num_layers, embedding_dim, dropout
+):
+    rng = np.random.default_rng(4)
+    seqs = [rng.integers(0, 5, n) for n in (4, 1, 3)]  # a 1-character text predicts nothing
+    config = seqclf.SeqClfConfig(
+        cell, 5, 3, 2, num_layers=num_layers, embedding_dim=embedding_dim,
+        bidirectional=bidirectional, pooling="mean", dropout=dropout, dtype="float64",
+        aux_lm_weight=0.7,
+    )  # fmt: skip
+    error = numerical_gradient_error(config, seqs, np.array([0, 2, 1]), dropout_seed=5)
+    assert error < 1e-6
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_auxiliary_loss_is_added_to_the_classification_loss(bidirectional):
+    config = seqclf.SeqClfConfig(
+        "gru", 6, 2, 3, embedding_dim=2, bidirectional=bidirectional, pooling="mean",
+        dtype="float64", aux_lm_weight=0.7,
+    )  # fmt: skip
+    rng = np.random.default_rng(2)
+    params = seqclf.init_params(config, rng)
+    assert {k for k in params if k.startswith("lm.")} == {
+        f"lm.{d}.{w}" for d in config.directions for w in "Wb"
+    }
+    ids, lengths = seqclf.pad_batch([rng.integers(0, 6, n) for n in (5, 2, 1, 4)])
+    y = np.array([0, 1, 1, 0])
+    loss, grads = seqclf.loss_and_grads(params, config, ids, lengths, y)
+    logits, cache = seqclf.forward(params, config, ids, lengths)
+    labels_only = -np.mean(seqclf.log_softmax(logits)[np.arange(4), y])
+    aux = reference_aux_lm_loss(params, config, ids, lengths, cache[-2])
+    assert aux > 0.1
+    assert loss == pytest.approx(labels_only + aux, rel=1e-12)
+    assert set(grads) == set(params)
+    # without the weight there are no heads and no extra loss
+    plain = seqclf.SeqClfConfig(**{**config.to_dict(), "aux_lm_weight": 0.0})
+    assert not any(k.startswith("lm.") for k in seqclf.init_params(plain, rng))
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 1e-5)])
 def test_padded_batch_gives_the_same_logits_as_alone(pooling, dtype, rtol):
@@ -143,8 +203,11 @@ def test_padded_batch_gives_the_same_logits_as_alone(pooling, dtype, rtol):
         assert_allclose(together[b], alone[0], rtol=rtol, atol=rtol * 1e-2)
 
 
-def test_padded_steps_get_no_gradient_and_change_nothing():
-    config = seqclf.SeqClfConfig("gru", 7, 2, 4, embedding_dim=3, bidirectional=True)
+@pytest.mark.parametrize("aux_lm_weight", [0.0, 0.5])
+def test_padded_steps_get_no_gradient_and_change_nothing(aux_lm_weight):
+    config = seqclf.SeqClfConfig(
+        "gru", 7, 2, 4, embedding_dim=3, bidirectional=True, aux_lm_weight=aux_lm_weight
+    )
     rng = np.random.default_rng(0)
     params = seqclf.init_params(config, rng)
     ids, lengths = seqclf.pad_batch([np.array([2, 3, 4, 5]), np.array([6, 2])])
@@ -286,6 +349,8 @@ def test_unknown_characters_and_empty_text_do_not_crash(fitted):
         ("bidirectional", "yes"),
         ("pooling", "sum"),
         ("dropout", 1.0),
+        ("aux_lm_weight", -0.1),
+        ("aux_lm_weight", float("inf")),
         ("batch_size", -1),
         ("learning_rate", 0),
         ("lr_schedule", "step"),
@@ -659,6 +724,29 @@ def test_ema_carries_over_partial_fit_save_load_and_set_params(tmp_path):
     ids, lens = seqclf.pad_batch(clf._encode(X[:5]))
     logits = seqclf.forward(clf.params_, clf.config_, ids, lens)[0]
     assert_allclose(clf.decision_function(X[:5]), logits[:, 1] - logits[:, 0], rtol=1e-5)
+
+
+def test_auxiliary_language_model_heads_train_but_do_not_predict(tmp_path):
+    X, y = contains_x(64)
+    plain = fit_quietly(CharRNNClassifier(**TINY), X, y)
+    assert not any(k.startswith("lm.") for k in plain.params_)
+    clf = fit_quietly(CharRNNClassifier(**TINY, bidirectional=True, aux_lm_weight=0.5), X, y)
+    assert {k for k in clf.params_ if k.startswith("lm.")} == {
+        "lm.fwd.W",
+        "lm.fwd.b",
+        "lm.bwd.W",
+        "lm.bwd.b",
+    }
+    assert np.any(clf.params_["lm.fwd.b"] != 0) and np.any(clf.params_["lm.bwd.b"] != 0)
+    proba = clf.predict_proba(X)
+    path = tmp_path / "aux.npz"
+    clf.save(path)
+    loaded = load_classifier(path)
+    assert loaded.aux_lm_weight == 0.5 and loaded.config_.aux_lm_weight == 0.5
+    assert_array_equal(loaded.predict_proba(X), proba)
+    for k in ("lm.fwd.W", "lm.bwd.W"):
+        clf.params_[k][:] = 0.0
+    assert_array_equal(clf.predict_proba(X), proba)
 
 
 def test_ema_survives_pickle_and_grid_search_over_it():
