@@ -764,3 +764,19 @@ def test_ema_survives_pickle_and_grid_search_over_it():
     assert (search.best_estimator_.averaged_params_ is None) == (
         search.best_params_["ema_momentum"] is None
     )
+
+
+def test_auxiliary_loss_survives_pickle_and_grid_search_over_it():
+    X, y = contains_x(48)
+    clf = fit_quietly(CharRNNClassifier(**TINY, aux_lm_weight=0.5), X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    search = GridSearchCV(
+        CharRNNClassifier(**TINY), {"aux_lm_weight": [0.0, 0.5]}, cv=2, error_score="raise"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert len(search.cv_results_["mean_test_score"]) == 2
+    has_heads = any(k.startswith("lm.") for k in search.best_estimator_.params_)
+    assert has_heads == (search.best_params_["aux_lm_weight"] > 0)
