@@ -22,8 +22,8 @@ BOOTSTRAP = build/venv-bootstrap
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv install train sample test lint format bench bench-memory quality corpora \
-	torch clean distclean
+.PHONY: help venv install train sample test lint format bench bench-memory bench-classify \
+	quality corpora torch clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target> [CORPUS=name] [MODEL=path] [ARGS='...'] [PYTEST_ARGS='...']"
@@ -73,6 +73,9 @@ bench: $(STAMP) ## Speed benchmark (ARGS for options; torch comparison needs `ma
 
 bench-memory: $(STAMP) ## Memory benchmark
 	$(BIN)/python scripts/memory_bench.py $(ARGS)
+
+bench-classify: $(STAMP) ## Classifier vs n-gram baseline on play genres (ARGS for options)
+	$(BIN)/python scripts/classify_bench.py $(ARGS)
 
 quality: $(STAMP) ## Model quality report
 	$(BIN)/python scripts/quality.py $(ARGS)
