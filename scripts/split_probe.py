@@ -35,7 +35,8 @@ import click
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from charrnn.cells import LSTMCell
+# the cell's own gate activation, so that the element-wise work is the cell's
+from charrnn.cells import LSTMCell, _lstm_gate_scale, _lstm_gates_inplace
 
 MODES = ("streams", "units", "units without barrier", "LSTMCell on half the streams")
 
@@ -134,8 +135,7 @@ class LayerPart:
         # The element-wise code follows charrnn.cells.LSTMCell (one exp for all four gates, the
         # activated gates copied gate-major so that every per-gate operation runs on a contiguous
         # block), so that the GEMMs and the barrier weigh here what they weigh in training.
-        scale = np.full(4 * U, -1.0, dt)
-        scale[3 * U :] = -2.0
+        scale = _lstm_gate_scale(U, dt)
         z = np.empty((B, 4 * U), dt)
         gates = np.empty((T, 4, B, U), dt)
         c = np.zeros((T + 1, B, U), dt)
@@ -145,12 +145,7 @@ class LayerPart:
             for t in range(T):
                 np.matmul(h[t], Wh_k, out=z)
                 z += xw_k[t]
-                z *= scale  # sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1
-                np.exp(z, out=z)
-                z += 1.0
-                np.reciprocal(z, out=z)
-                z[:, 3 * U :] *= 2.0
-                z[:, 3 * U :] -= 1.0
+                _lstm_gates_inplace(z, scale, U)
                 np.copyto(gates[t], z.reshape(B, 4, U).transpose(1, 0, 2))
                 i, f, o, g = gates[t]
                 np.multiply(f, c[t], out=c[t + 1])

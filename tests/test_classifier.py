@@ -474,8 +474,8 @@ def test_convergence_warning_when_max_iter_ends_training():
         CharRNNClassifier(**{**TINY, "max_iter": 1}).fit(X, y)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "warmup_linear"])
-def test_lr_schedule_spans_the_fit(monkeypatch, schedule):
+def recorded_learning_rates(monkeypatch, **params) -> list:
+    """The learning rate of every step of a 3-epoch fit (8 batches each) on 64 texts."""
     X, y = contains_x(64)
     seen = []
     real_step = Adam.step
@@ -487,10 +487,16 @@ def test_lr_schedule_spans_the_fit(monkeypatch, schedule):
     monkeypatch.setattr(Adam, "step", recording_step)
     clf = CharRNNClassifier(
         **{**TINY, "max_iter": 3, "early_stopping": False, "batch_size": 8, "n_iter_no_change": 9},
-        lr_schedule=schedule,
         learning_rate=0.01,
+        **params,
     )
     fit_quietly(clf, X, y)
+    return seen
+
+
+@pytest.mark.parametrize("schedule", ["constant", "warmup_linear"])
+def test_lr_schedule_spans_the_fit(monkeypatch, schedule):
+    seen = recorded_learning_rates(monkeypatch, lr_schedule=schedule)
     assert len(seen) == 3 * 8
     if schedule == "constant":
         assert seen == [0.01] * len(seen)
@@ -508,22 +514,7 @@ def test_a_time_budget_that_does_not_bind_leaves_the_schedule_to_the_step_count(
         return clock["t"]
 
     monkeypatch.setattr(classifier.time, "perf_counter", slow_clock)
-    X, y = contains_x(64)
-    seen = []
-    real_step = Adam.step
-
-    def recording_step(self, grads, lr=None):
-        seen.append(lr)
-        return real_step(self, grads, lr)
-
-    monkeypatch.setattr(Adam, "step", recording_step)
-    clf = CharRNNClassifier(
-        **{**TINY, "max_iter": 3, "early_stopping": False, "batch_size": 8, "n_iter_no_change": 9},
-        lr_schedule="warmup_cosine",
-        learning_rate=0.01,
-        max_time=1e6,
-    )
-    fit_quietly(clf, X, y)
+    seen = recorded_learning_rates(monkeypatch, lr_schedule="warmup_cosine", max_time=1e6)
     schedule = LRSchedule("warmup_cosine")
     assert seen == [0.01 * schedule.factor(k / 24) for k in range(24)]
 
