@@ -364,7 +364,8 @@ def backward(
 
     Returns
     -------
-    dict of str to ndarray, keys and shapes as ``params``.
+    dict of str to ndarray, keys and shapes as ``params`` but for the auxiliary ``lm.*``
+        heads, whose gradients :func:`aux_lm_loss` gives.
     """
     cell = CELLS[config.cell]
     ids, lengths, ridx, layers, pool_cache, pmask, _, pooled = cache
