@@ -364,8 +364,9 @@ def backward(
 
     Returns
     -------
-    dict of str to ndarray, keys and shapes as ``params`` but for the auxiliary ``lm.*``
-        heads, whose gradients :func:`aux_lm_loss` gives.
+    grads : dict of str to ndarray
+        Keys and shapes as ``params``, but for the auxiliary ``lm.*`` heads, whose gradients
+        :func:`aux_lm_loss` gives.
     """
     cell = CELLS[config.cell]
     ids, lengths, ridx, layers, pool_cache, pmask, _, pooled = cache
