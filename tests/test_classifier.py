@@ -740,34 +740,27 @@ def test_auxiliary_language_model_heads_train_but_do_not_predict(tmp_path):
     assert_array_equal(clf.predict_proba(X), proba)
 
 
-def test_ema_survives_pickle_and_grid_search_over_it():
+def _uses_average(est) -> bool:
+    return est.averaged_params_ is not None
+
+
+def _has_lm_heads(est) -> bool:
+    return any(k.startswith("lm.") for k in est.params_)
+
+
+@pytest.mark.parametrize(
+    "param,values,uses_it",
+    [("ema_momentum", [None, 0.9], _uses_average), ("aux_lm_weight", [0.0, 0.5], _has_lm_heads)],
+)
+def test_training_options_survive_pickle_and_grid_search_over_them(param, values, uses_it):
     X, y = contains_x(48)
-    clf = fit_quietly(CharRNNClassifier(**TINY, ema_momentum=0.9), X, y)
+    clf = fit_quietly(CharRNNClassifier(**TINY, **{param: values[1]}), X, y)
+    assert uses_it(clf)
     again = pickle.loads(pickle.dumps(clf))
     assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
-    search = GridSearchCV(
-        CharRNNClassifier(**TINY), {"ema_momentum": [None, 0.9]}, cv=2, error_score="raise"
-    )
+    search = GridSearchCV(CharRNNClassifier(**TINY), {param: values}, cv=2, error_score="raise")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         search.fit(X, y)
     assert len(search.cv_results_["mean_test_score"]) == 2
-    assert (search.best_estimator_.averaged_params_ is None) == (
-        search.best_params_["ema_momentum"] is None
-    )
-
-
-def test_auxiliary_loss_survives_pickle_and_grid_search_over_it():
-    X, y = contains_x(48)
-    clf = fit_quietly(CharRNNClassifier(**TINY, aux_lm_weight=0.5), X, y)
-    again = pickle.loads(pickle.dumps(clf))
-    assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
-    search = GridSearchCV(
-        CharRNNClassifier(**TINY), {"aux_lm_weight": [0.0, 0.5]}, cv=2, error_score="raise"
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(X, y)
-    assert len(search.cv_results_["mean_test_score"]) == 2
-    has_heads = any(k.startswith("lm.") for k in search.best_estimator_.params_)
-    assert has_heads == (search.best_params_["aux_lm_weight"] > 0)
+    assert uses_it(search.best_estimator_) == (search.best_params_[param] == values[1])
