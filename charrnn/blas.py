@@ -127,9 +127,10 @@ class BlasTuner:
     in worker processes or threads, while BLAS uses one thread each). First after ``warmup``
     steps and then now and then it runs one untimed step in each mode and times ``probe``
     more, then keeps the fastest until the next probe. The next probe comes ``interval`` steps
-    later when the probe changed the mode, and after twice the last gap (up to
-    ``8 * interval``) when it confirmed it: at a fixed ``interval = 300`` a probe's steps in the
-    slower modes cost about 1% of a long run, and a machine whose load holds needs few probes.
+    later when the probe changed the mode (or was the first), and after twice the last gap (up
+    to ``8 * interval``) when it confirmed the last probe's choice: at a fixed
+    ``interval = 300`` a probe's steps in the slower modes cost about 1% of a long run, and a
+    machine whose load holds needs few probes.
     It does nothing when the pool has one thread or when other training runs in this process
     share the pool (:func:`shared_blas_threads` already divides it then).
 
@@ -170,7 +171,9 @@ class BlasTuner:
         self._steps = 0
         self._next_probe = warmup
         self._gap = interval  # steps from the end of one probe to the next
-        self._mode_before_probe: int | str = self.mode
+        # the mode the last probe chose; None before the first, whose result confirms nothing
+        # (the pool as found is a default, not a measurement)
+        self._chosen: int | str | None = None
 
     def before_step(self) -> None:
         """Call before a training step."""
@@ -181,7 +184,6 @@ class BlasTuner:
             # the group threads) and is not timed.
             self._plan = [(m, k > 0) for m in self.modes for k in range(self.probe + 1)]
             self._times = {m: [] for m in self.modes}
-            self._mode_before_probe = self.mode
         self._use(self._plan[0][0] if self._plan else self.mode)
         self._t0 = self._clock()
 
@@ -198,10 +200,11 @@ class BlasTuner:
         if not self._plan:
             best = min(self._times, key=lambda n: sorted(self._times[n])[len(self._times[n]) // 2])
             self._use(best)
-            if best == self._mode_before_probe:
+            if best == self._chosen:
                 self._gap = min(2 * self._gap, 8 * self.interval)
             else:
                 self._gap = self.interval
+            self._chosen = best
             self._next_probe = self._steps + self._gap
 
     @property

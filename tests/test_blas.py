@@ -137,6 +137,20 @@ def test_probes_thin_out_while_the_mode_holds_and_come_back_after_a_change(two_t
     assert _threads() == 2
 
 
+def test_the_first_probe_confirms_nothing_so_the_second_comes_one_interval_later(two_threads):
+    # the pool as found (2 threads) is the fastest: the first probe keeps it, but that was a
+    # default, not a choice, so one noisy first probe must not buy itself a doubled gap
+    clock = FakeClock({1: 5.0, 2: 1.0})
+    tuner = BlasTuner(warmup=0, probe=1, interval=5, clock=clock)
+    used = clock.run(tuner, 30)
+    assert used[:4] == [1, 1, 2, 2]  # the first probe: untimed + timed in each mode
+    second_probe = used.index(1, 4)
+    assert second_probe == 4 + 5
+    third_probe = used.index(1, second_probe + 2)
+    assert third_probe == second_probe + 4 + 10  # confirmed the first's choice: gap doubles
+    tuner.restore()
+
+
 def test_overlapping_runs_give_back_the_pool_a_tuner_had_cut(two_threads):
     """The first run's tuner cuts the pool to one thread, a second run begins: when both end,
     the pool is back at the size it had before either began."""
