@@ -3,8 +3,10 @@
 The network owns its parameter arrays. An optimiser keeps references to them plus, for every
 parameter, its state buffers (moment estimates, accumulators) and one scratch buffer, all of the
 parameter's shape and dtype. A step is a fixed sequence of in-place ufuncs writing into those
-buffers, so training allocates nothing per batch. The update rules follow PyTorch's defaults
-(no weight decay, no AMSGrad, no centring), which makes results comparable with torch.optim.
+buffers, so training allocates nothing per batch. The update rules follow torch.optim's (no
+AMSGrad, no centring), which makes results comparable with PyTorch: ``weight_decay`` adds
+``weight_decay * p`` to every gradient (an L2 penalty) in Adam, RMSprop, Adagrad and SGD, and
+AdamW decays the weights apart from the gradient (Loshchilov & Hutter), as their namesakes do.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "SCHEDULES",
     "Adagrad",
     "Adam",
+    "AdamW",
     "LRSchedule",
     "Optimizer",
     "RMSprop",
@@ -96,6 +99,12 @@ class Optimizer:
     slots: ClassVar[tuple[str, ...]] = ()
     # Hyperparameter name -> validator; the same checks run in __init__ and load_state_dict.
     checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": _positive}
+    # Hyperparameters added after state files were first written, with the value those runs
+    # used: load_state_dict fills them in when a state lacks them.
+    added_later: ClassVar[dict[str, Any]] = {"weight_decay": 0.0}
+    # Whether ``weight_decay`` is an L2 penalty folded into the gradient before ``_update``
+    # (torch.optim's Adam, RMSprop, Adagrad, SGD); AdamW applies it in ``_update`` instead.
+    l2_penalty: ClassVar[bool] = True
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, **hyper: Any) -> None:
         if not isinstance(params, Mapping) or not params:
@@ -119,6 +128,9 @@ class Optimizer:
             (k, p, self._scratch[k], tuple(self._state[s][k] for s in self.slots))
             for k, p in self.params.items()
         ]
+        # gradient + weight_decay * p, made only when an L2 penalty is in use (the caller's
+        # gradients are left alone, as torch.optim leaves .grad alone)
+        self._penalised: dict[str, np.ndarray] = {}
 
     def _validate(self, hyper: dict[str, Any]) -> dict[str, Any]:
         return {key: check(key, hyper[key]) for key, check in self.checks.items()}
@@ -166,8 +178,17 @@ class Optimizer:
                     f"grads[{key!r}] has shape {np.shape(grads[key])}, expected {p.shape}"
                 )
         self.steps += 1
+        decay = self._hyper.get("weight_decay", 0.0) if self.l2_penalty else 0.0
         for key, p, s, bufs in self._groups:
-            self._update(p, grads[key], s, bufs, lr)
+            g = grads[key]
+            if decay:
+                d = self._penalised.get(key)
+                if d is None:
+                    d = self._penalised[key] = np.empty_like(p)
+                np.multiply(p, decay, out=d)
+                np.add(g, d, out=d)
+                g = d
+            self._update(p, g, s, bufs, lr)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume bit-exactly, as a flat dict of arrays (npz-storable).
@@ -193,7 +214,13 @@ class Optimizer:
         ------
         ValueError
             If keys (optimiser type, parameter names) or shapes do not match; nothing is changed.
+            A state written before a hyperparameter of :attr:`added_later` existed gets the
+            value those runs used (``weight_decay`` 0).
         """
+        state = dict(state)
+        for hname, value in self.added_later.items():
+            if hname in self._hyper:
+                state.setdefault(f"{self.name}.{hname}", np.array(value))
         expected = {f"{self.name}.step"} | {f"{self.name}.{h}" for h in self._hyper}
         expected |= {f"{self.name}.{s}.{k}" for s in self.slots for k in self.params}
         if state.keys() != expected:
@@ -227,12 +254,19 @@ class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba), numerically as ``torch.optim.Adam``.
 
     ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
-    ``p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``.
+    ``p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)``, with ``g`` the gradient plus
+    ``weight_decay * p``.
     """
 
     name = "adam"
     slots = ("m", "v")
-    checks = {"lr": _positive, "beta1": _fraction, "beta2": _fraction, "eps": _positive}
+    checks = {
+        "lr": _positive,
+        "beta1": _fraction,
+        "beta2": _fraction,
+        "eps": _positive,
+        "weight_decay": _nonnegative,
+    }
 
     def __init__(
         self,
@@ -242,8 +276,9 @@ class Adam(Optimizer):
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, beta1=beta1, beta2=beta2, eps=eps)
+        super().__init__(params, lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
     def _update(self, p, g, s, bufs, lr):
         m, v = bufs
@@ -266,15 +301,44 @@ class Adam(Optimizer):
         np.subtract(p, s, out=p)
 
 
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), numerically as
+    ``torch.optim.AdamW``: ``p *= 1 - lr * weight_decay``, then Adam's update from the plain
+    gradient. Decaying the weights apart from the adaptive step shrinks every weight by the same
+    fraction, where Adam's L2 penalty is divided by the gradient's running scale.
+    """
+
+    name = "adamw"
+    added_later = {}  # new with weight_decay: every AdamW state has it
+    l2_penalty = False
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        lr: float = 2e-3,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        super().__init__(params, lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+
+    def _update(self, p, g, s, bufs, lr):
+        np.multiply(p, 1.0 - lr * self._hyper["weight_decay"], out=p)
+        super()._update(p, g, s, bufs, lr)
+
+
 class RMSprop(Optimizer):
     """RMSprop as ``torch.optim.RMSprop`` (uncentred, no momentum).
 
-    ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``.
+    ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``, with ``g`` the
+    gradient plus ``weight_decay * p``.
     """
 
     name = "rmsprop"
     slots = ("v",)
-    checks = {"lr": _positive, "alpha": _fraction, "eps": _positive}
+    checks = {"lr": _positive, "alpha": _fraction, "eps": _positive, "weight_decay": _nonnegative}
 
     def __init__(
         self,
@@ -283,8 +347,9 @@ class RMSprop(Optimizer):
         *,
         alpha: float = 0.99,
         eps: float = 1e-8,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, alpha=alpha, eps=eps)
+        super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
 
     def _update(self, p, g, s, bufs, lr):
         (v,) = bufs
@@ -303,17 +368,23 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad as ``torch.optim.Adagrad`` (no lr decay, zero initial accumulator).
 
-    ``a += g^2``; ``p -= lr * g / (sqrt(a) + eps)``.
+    ``a += g^2``; ``p -= lr * g / (sqrt(a) + eps)``, with ``g`` the gradient plus
+    ``weight_decay * p``.
     """
 
     name = "adagrad"
     slots = ("sum",)
-    checks = {"lr": _positive, "eps": _positive}
+    checks = {"lr": _positive, "eps": _positive, "weight_decay": _nonnegative}
 
     def __init__(
-        self, params: Mapping[str, np.ndarray], lr: float = 0.1, *, eps: float = 1e-10
+        self,
+        params: Mapping[str, np.ndarray],
+        lr: float = 0.1,
+        *,
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, eps=eps)
+        super().__init__(params, lr, eps=eps, weight_decay=weight_decay)
 
     def _update(self, p, g, s, bufs, lr):
         (acc,) = bufs
@@ -329,12 +400,18 @@ class Adagrad(Optimizer):
 class SGD(Optimizer):
     """SGD with (optionally Nesterov) momentum, as ``torch.optim.SGD`` with zero dampening.
 
-    ``b = momentum b + g``; ``p -= lr * b``, or with Nesterov ``p -= lr * (g + momentum b)``.
+    ``b = momentum b + g``; ``p -= lr * b``, or with Nesterov ``p -= lr * (g + momentum b)``,
+    with ``g`` the gradient plus ``weight_decay * p``.
     """
 
     name = "sgd"
     slots = ("buf",)
-    checks = {"lr": _positive, "momentum": _nonnegative, "nesterov": _flag}
+    checks = {
+        "lr": _positive,
+        "momentum": _nonnegative,
+        "nesterov": _flag,
+        "weight_decay": _nonnegative,
+    }
 
     def __init__(
         self,
@@ -343,8 +420,11 @@ class SGD(Optimizer):
         *,
         momentum: float = 0.9,
         nesterov: bool = False,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, momentum=momentum, nesterov=nesterov)
+        super().__init__(
+            params, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
 
     def _validate(self, hyper: dict[str, Any]) -> dict[str, Any]:
         hyper = super()._validate(hyper)
@@ -369,6 +449,7 @@ class SGD(Optimizer):
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam,
+    "adamw": AdamW,
     "rmsprop": RMSprop,
     "adagrad": Adagrad,
     "sgd": SGD,
@@ -378,7 +459,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 def make_optimizer(
     name: str, params: Mapping[str, np.ndarray], lr: float | None = None, **hyper: Any
 ) -> Optimizer:
-    """Build an optimiser by registry name (``"adam"``, ``"rmsprop"``, ``"adagrad"``, ``"sgd"``).
+    """Build an optimiser by registry name (``"adam"``, ``"adamw"``, ``"rmsprop"``,
+    ``"adagrad"``, ``"sgd"``).
 
     ``lr=None`` uses the optimiser's default learning rate; ``hyper`` goes to its constructor.
     """

@@ -10,6 +10,7 @@ from charrnn.optim import (
     SGD,
     Adagrad,
     Adam,
+    AdamW,
     LRSchedule,
     Optimizer,
     RMSprop,
@@ -30,10 +31,14 @@ def _problem(seed=0, dtype=np.float64, shapes=((3, 4), (5,))):
     return params, grads
 
 
-def _ref_adam(p, gs, lr, b1, b2, eps):
+def _ref_adam(p, gs, lr, b1, b2, eps, weight_decay=0.0, decoupled=False):
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     for t, g in enumerate(gs, start=1):
+        if decoupled:  # AdamW
+            p = p * (1 - lr * weight_decay)
+        else:  # an L2 penalty in the gradient
+            g = g + weight_decay * p
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         m_hat = m / (1 - b1**t)
@@ -42,25 +47,32 @@ def _ref_adam(p, gs, lr, b1, b2, eps):
     return p
 
 
-def _ref_rmsprop(p, gs, lr, alpha, eps):
+def _ref_adamw(p, gs, lr, b1, b2, eps, weight_decay):
+    return _ref_adam(p, gs, lr, b1, b2, eps, weight_decay, decoupled=True)
+
+
+def _ref_rmsprop(p, gs, lr, alpha, eps, weight_decay=0.0):
     v = np.zeros_like(p)
     for g in gs:
+        g = g + weight_decay * p
         v = alpha * v + (1 - alpha) * g * g
         p = p - lr * g / (np.sqrt(v) + eps)
     return p
 
 
-def _ref_adagrad(p, gs, lr, eps):
+def _ref_adagrad(p, gs, lr, eps, weight_decay=0.0):
     acc = np.zeros_like(p)
     for g in gs:
+        g = g + weight_decay * p
         acc = acc + g * g
         p = p - lr * g / (np.sqrt(acc) + eps)
     return p
 
 
-def _ref_sgd(p, gs, lr, momentum, nesterov):
+def _ref_sgd(p, gs, lr, momentum, nesterov, weight_decay=0.0):
     buf = np.zeros_like(p)
     for g in gs:
+        g = g + weight_decay * p
         buf = momentum * buf + g
         p = p - lr * (g + momentum * buf if nesterov else buf)
     return p
@@ -73,6 +85,12 @@ REFERENCES = [
     (SGD, {"momentum": 0.9, "nesterov": False}, _ref_sgd),
     (SGD, {"momentum": 0.7, "nesterov": True}, _ref_sgd),
     (SGD, {"momentum": 0.0, "nesterov": False}, _ref_sgd),
+    # weight decay: an L2 penalty in the gradient, or decoupled (AdamW)
+    (Adam, {"beta1": 0.8, "beta2": 0.95, "eps": 1e-6, "weight_decay": 0.3}, _ref_adam),
+    (AdamW, {"beta1": 0.8, "beta2": 0.95, "eps": 1e-6, "weight_decay": 0.3}, _ref_adamw),
+    (RMSprop, {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.3}, _ref_rmsprop),
+    (Adagrad, {"eps": 1e-6, "weight_decay": 0.3}, _ref_adagrad),
+    (SGD, {"momentum": 0.7, "nesterov": True, "weight_decay": 0.3}, _ref_sgd),
 ]
 
 # --------------------------------------------------------------------------- update rules
@@ -120,14 +138,50 @@ def test_first_steps_by_hand():
     np.testing.assert_allclose(p["w"], [0.905])
 
 
+def test_weight_decay_leaves_the_callers_gradients_alone():
+    params, grads = _problem()
+    before = {k: v.copy() for k, v in grads[0].items()}
+    Adam(params, 0.01, weight_decay=0.5).step(grads[0])
+    for k in before:
+        np.testing.assert_array_equal(grads[0][k], before[k])
+
+
+# (charrnn class, its hyperparameters, torch.optim class name, the same in torch's terms)
+TORCH_TWINS = [
+    (
+        Adam,
+        {"beta1": 0.85, "beta2": 0.99, "eps": 1e-7},
+        "Adam",
+        {"betas": (0.85, 0.99), "eps": 1e-7},
+    ),
+    (Adam, {"weight_decay": 0.2}, "Adam", {"weight_decay": 0.2}),
+    (
+        AdamW,
+        {"beta1": 0.85, "weight_decay": 0.2},
+        "AdamW",
+        {"betas": (0.85, 0.999), "weight_decay": 0.2},
+    ),
+    (AdamW, {}, "AdamW", {}),  # both default to weight_decay 0.01
+    (RMSprop, {"alpha": 0.9, "weight_decay": 0.2}, "RMSprop", {"alpha": 0.9, "weight_decay": 0.2}),
+    (Adagrad, {"weight_decay": 0.2}, "Adagrad", {"weight_decay": 0.2}),
+    (
+        SGD,
+        {"momentum": 0.8, "nesterov": True, "weight_decay": 0.2},
+        "SGD",
+        {"momentum": 0.8, "nesterov": True, "weight_decay": 0.2},
+    ),
+]
+
+
 @pytest.mark.torch
-def test_adam_matches_torch():
+@pytest.mark.parametrize(("cls", "hyper", "torch_name", "torch_hyper"), TORCH_TWINS)
+def test_matches_torch_optim(cls, hyper, torch_name, torch_hyper):
     torch = pytest.importorskip("torch")
     params, grads = _problem(seed=3)
     start = params["p0"].copy()
-    opt = Adam(params, 0.03, beta1=0.85, beta2=0.99, eps=1e-7)
+    opt = cls(params, 0.03, **hyper)
     tp = torch.tensor(start.copy(), requires_grad=True)
-    topt = torch.optim.Adam([tp], lr=0.03, betas=(0.85, 0.99), eps=1e-7)
+    topt = getattr(torch.optim, torch_name)([tp], lr=0.03, **torch_hyper)
     for g in grads:
         opt.step(g)
         tp.grad = torch.tensor(g["p0"])
@@ -168,7 +222,7 @@ def test_state_dtype_follows_params(name, dtype):
     assert params["p0"].dtype == dtype
 
 
-QUADRATIC_LR = {"adam": 0.05, "rmsprop": 0.01, "adagrad": 0.5, "sgd": 0.05}
+QUADRATIC_LR = {"adam": 0.05, "adamw": 0.05, "rmsprop": 0.01, "adagrad": 0.5, "sgd": 0.05}
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -232,6 +286,29 @@ def test_state_dict_is_a_copy():
     assert state["adam.step"] == 1 and state["adam.step"].dtype == np.int64
 
 
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "sgd"])
+def test_a_state_from_before_weight_decay_resumes_without_it(name):
+    # model files written before weight_decay existed have no "<name>.weight_decay" entry;
+    # those runs had no decay, and resuming them must go on without one
+    params, grads = _problem(seed=5)
+    opt = make_optimizer(name, params, 0.01)
+    opt.step(grads[0])
+    old_state = {k: v for k, v in opt.state_dict().items() if not k.endswith(".weight_decay")}
+    resumed = make_optimizer(name, {k: v.copy() for k, v in params.items()}, 0.01, weight_decay=0.5)
+    resumed.load_state_dict(old_state)
+    assert resumed.hyperparameters["weight_decay"] == 0.0
+    opt.step(grads[1])
+    resumed.step(grads[1])
+    for k in params:
+        np.testing.assert_array_equal(resumed.params[k], params[k])
+    # a state that has it restores it
+    with_decay = make_optimizer(
+        name, {k: v.copy() for k, v in params.items()}, 0.01, weight_decay=0.5
+    )
+    opt.load_state_dict(with_decay.state_dict())
+    assert opt.hyperparameters["weight_decay"] == 0.5
+
+
 def test_load_state_dict_rejects_mismatches_without_changing_anything():
     params, grads = _problem()
     opt = Adam(params)
@@ -271,6 +348,9 @@ def test_load_state_dict_rejects_mismatches_without_changing_anything():
         (Adagrad, {"eps": float("nan")}, "eps"),
         (SGD, {"momentum": -0.5}, "momentum"),
         (SGD, {"momentum": 0.0, "nesterov": True}, "nesterov"),
+        (Adam, {"weight_decay": -0.1}, "weight_decay"),
+        (AdamW, {"weight_decay": float("inf")}, "weight_decay"),
+        (SGD, {"weight_decay": float("nan")}, "weight_decay"),
     ],
 )
 def test_bad_hyperparameters_raise(cls, kwargs, name):
@@ -311,8 +391,10 @@ def test_make_optimizer():
         assert type(opt) is cls and isinstance(opt, Optimizer) and opt.lr == 0.02
     assert make_optimizer("adam", params).lr == 2e-3
     assert make_optimizer("sgd", params, 0.1, momentum=0.5).hyperparameters["momentum"] == 0.5
+    assert make_optimizer("adamw", params).hyperparameters["weight_decay"] == 1e-2
+    assert make_optimizer("adam", params).hyperparameters["weight_decay"] == 0.0
     with pytest.raises(ValueError, match="optimizer"):
-        make_optimizer("adamw", params, 0.1)
+        make_optimizer("lamb", params, 0.1)
 
 
 # --------------------------------------------------------------------------- clipping
