@@ -157,6 +157,13 @@ def hyperparameter_options(f):
             "optimizer", "--optimizer", type=click.Choice(sorted(OPTIMIZERS)), help="Optimiser."
         ),
         _hyper(
+            "weight_decay",
+            "--weight-decay",
+            type=FiniteFloat(0),
+            help="Weight decay: an L2 penalty in the gradient, or decoupled for adamw.",
+            none_means="the optimiser's: 0, adamw 0.01",
+        ),
+        _hyper(
             "clip_norm",
             "--clip-norm",
             type=FiniteFloat(0),

@@ -100,7 +100,13 @@ class CharRNNGenerator(BaseEstimator):
         Parallel streams over the text.
     learning_rate : float, default=5e-3
         Peak learning rate.
-    optimizer : {"adam", "rmsprop", "adagrad", "sgd"}, default="adam"
+    optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
+        Update rule, numerically as its namesake in ``torch.optim`` (:mod:`charrnn.optim`).
+    weight_decay : float >= 0 or None, default=None
+        Weight decay: ``weight_decay * w`` added to every gradient (an L2 penalty) for adam,
+        rmsprop, adagrad and sgd; the weights shrunk by ``learning_rate * weight_decay`` at
+        every step, apart from the gradient, for adamw. None keeps the optimiser's default: 0,
+        and 0.01 for adamw (PyTorch's defaults). It applies to every weight, biases included.
     clip_norm : float or None, default=5.0
         Clip the global gradient norm to this value; None disables clipping.
     max_iter : int, default=10
@@ -180,6 +186,7 @@ class CharRNNGenerator(BaseEstimator):
         batch_size=32,
         learning_rate=5e-3,
         optimizer="adam",
+        weight_decay=None,
         clip_norm=5.0,
         max_iter=10,
         max_time=None,
@@ -202,6 +209,7 @@ class CharRNNGenerator(BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.optimizer = optimizer
+        self.weight_decay = weight_decay
         self.clip_norm = clip_norm
         self.max_iter = max_iter
         self.max_time = max_time
@@ -249,6 +257,7 @@ class CharRNNGenerator(BaseEstimator):
         check_int("verbose", int(verbose) if isinstance(verbose, bool | np.bool_) else verbose, 0)
         check_real("dropout", self.dropout, 0.0, 1.0)
         check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_real("weight_decay", self.weight_decay, 0.0, none_ok=True)
         check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
         check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
         check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
@@ -316,6 +325,7 @@ class CharRNNGenerator(BaseEstimator):
             seq_length=self.seq_length,
             optimizer=self.optimizer,
             learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
             clip_norm=self.clip_norm,
             schedule=schedule,
             rng=self._train_rng,
@@ -326,6 +336,9 @@ class CharRNNGenerator(BaseEstimator):
             # another optimiser than last time: its state starts afresh
             with contextlib.suppress(ValueError):
                 trainer.optimizer.load_state_dict(self._optim_state)
+        if continuing and self.weight_decay is not None:
+            # a loaded state brings back the decay it was saved with; the parameter wins
+            trainer.optimizer.weight_decay = self.weight_decay
         epochs = 1 if incremental else self.max_iter
         if incremental:
             trainer.progress.epoch = 0

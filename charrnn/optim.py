@@ -148,6 +148,18 @@ class Optimizer:
         self._hyper["lr"] = _positive("lr", value)
 
     @property
+    def weight_decay(self) -> float:
+        """The weight decay (see the class's update rule); settable, e.g. when a resumed run
+        asks for another one."""
+        return self._hyper.get("weight_decay", 0.0)
+
+    @weight_decay.setter
+    def weight_decay(self, value: float) -> None:
+        if "weight_decay" not in self.checks:
+            raise ValueError(f"{type(self).__name__} has no weight_decay")
+        self._hyper["weight_decay"] = _nonnegative("weight_decay", value)
+
+    @property
     def hyperparameters(self) -> dict[str, Any]:
         """A copy of the hyperparameters, ``lr`` included."""
         return dict(self._hyper)

@@ -166,7 +166,10 @@ class Trainer:
         ``val_ids`` may be empty (no validation).
     batch_size, seq_length : int
     optimizer : str
+        A name of :data:`charrnn.optim.OPTIMIZERS`.
     learning_rate : float
+    weight_decay : float or None
+        None keeps the optimiser's own default (0; 0.01 for ``"adamw"``).
     clip_norm : float or None
     schedule : LRSchedule
     rng : numpy.random.Generator
@@ -184,6 +187,7 @@ class Trainer:
         seq_length,
         optimizer="adam",
         learning_rate=2e-3,
+        weight_decay=None,
         clip_norm=5.0,
         schedule=None,
         rng,
@@ -192,7 +196,8 @@ class Trainer:
         self.config = config
         self.batches = BPTTBatches(train_ids, batch_size, seq_length)
         self.val_ids = val_ids
-        self.optimizer = make_optimizer(optimizer, params, learning_rate)
+        decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+        self.optimizer = make_optimizer(optimizer, params, learning_rate, **decay)
         self.learning_rate = learning_rate
         self.clip_norm = clip_norm
         self.schedule = schedule or LRSchedule("constant")

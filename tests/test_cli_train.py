@@ -96,12 +96,14 @@ def test_named_corpus_and_model_option(tmp_path):
 
 def test_options_reach_the_estimator(corpus, tmp_path):
     args = ["--cell", "gru", "--embedding-dim", "5", "--dropout", "0.1", "--optimizer", "sgd"]
+    args += ["--weight-decay", "0.25"]
     args += ["--clip-norm", "0", "--no-early-stopping", "--lr-schedule", "constant"]
     args += ["--dtype", "float64", "--learning-rate", "0.05", "--validation-fraction", "0.2"]
     run("train", corpus, "--max-iter", "1", *TINY, *args)
     gen = load(tmp_path / "models" / "tiny.npz")
     p = gen.get_params()
     assert (p["cell"], p["embedding_dim"], p["dropout"], p["optimizer"]) == ("gru", 5, 0.1, "sgd")
+    assert p["weight_decay"] == 0.25 and gen._optim_state["sgd.weight_decay"] == 0.25
     assert p["clip_norm"] is None and p["early_stopping"] is False
     assert (p["lr_schedule"], p["dtype"], p["learning_rate"]) == ("constant", "float64", 0.05)
     assert p["validation_fraction"] == 0.2 and p["max_time"] == TRAIN_DEFAULTS["max_time"]
@@ -191,7 +193,8 @@ def test_not_enough_disk_space(corpus, tmp_path, monkeypatch):
         ["--learning-rate", "0"],
         ["--learning-rate", "inf"],
         ["--cell", "transformer"],
-        ["--optimizer", "adamw"],
+        ["--optimizer", "lamb"],
+        ["--weight-decay", "-0.1"],
         ["--validation-fraction", "1"],
         ["--max-time", "-5"],
         ["--seq-length", "x"],

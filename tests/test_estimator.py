@@ -139,6 +139,35 @@ def test_warm_start_continues_and_cold_start_restarts(tmp_path):
         assert_array_equal(cold.params_[name], once.params_[name])
 
 
+def _weight_norm(est) -> float:
+    return float(np.sqrt(sum(np.sum(w.astype(np.float64) ** 2) for w in est.params_.values())))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_weight_decay_shrinks_the_weights(optimizer):
+    kw = dict(optimizer=optimizer, validation_fraction=0, max_iter=3, random_state=0)
+    free = tiny(weight_decay=0.0, **kw).fit(DOCS)
+    decayed = tiny(weight_decay=0.5, **kw).fit(DOCS)
+    assert _weight_norm(decayed) < 0.97 * _weight_norm(free)
+    assert decayed._optim_state[f"{optimizer}.weight_decay"] == 0.5
+
+
+@pytest.mark.parametrize(("optimizer", "default"), [("adam", 0.0), ("adamw", 0.01)])
+def test_weight_decay_none_is_the_optimizers_default(optimizer, default):
+    est = tiny(optimizer=optimizer, max_iter=1, validation_fraction=0).fit(DOCS)
+    assert est.weight_decay is None
+    assert est._optim_state[f"{optimizer}.weight_decay"] == default
+
+
+def test_a_changed_weight_decay_wins_over_the_saved_optimizer_state():
+    est = tiny(optimizer="adamw", weight_decay=0.2, validation_fraction=0).partial_fit(DOCS)
+    assert est._optim_state["adamw.weight_decay"] == 0.2
+    est.set_params(weight_decay=0.05).partial_fit(DOCS)
+    assert est._optim_state["adamw.weight_decay"] == 0.05
+    est.set_params(weight_decay=None).partial_fit(DOCS)  # None: keep what the state holds
+    assert est._optim_state["adamw.weight_decay"] == 0.05
+
+
 def test_warm_start_refuses_a_different_architecture():
     est = tiny(warm_start=True, max_iter=1).fit(DOCS)
     est.set_params(hidden_size=8)
@@ -417,7 +446,10 @@ INVALID = [
     ("learning_rate", -1e-3),
     ("learning_rate", float("inf")),
     ("learning_rate", None),
-    ("optimizer", "adamw"),
+    ("optimizer", "lamb"),
+    ("weight_decay", -0.1),
+    ("weight_decay", float("inf")),
+    ("weight_decay", "1e-2"),
     ("clip_norm", 0.0),
     ("clip_norm", -1.0),
     ("max_iter", 0),
