@@ -119,6 +119,10 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=32
     learning_rate : float, default=2e-3
         Adam's (peak) step size.
+    weight_decay : float >= 0, default=0.0
+        An L2 penalty: ``weight_decay * w`` added to every weight's gradient, as
+        ``torch.optim.Adam(weight_decay=...)`` does (the role of ``alpha`` in scikit-learn's
+        ``MLPClassifier``). Read at every ``fit`` and ``partial_fit``.
     lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default="constant"
         Learning-rate multiplier over a ``fit``'s budget -- ``max_iter`` epochs or ``max_time``
         seconds, whichever is used up first (see :class:`charrnn.optim.LRSchedule`).
@@ -215,6 +219,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         aux_lm_weight=0.0,
         batch_size=32,
         learning_rate=2e-3,
+        weight_decay=0.0,
         lr_schedule="constant",
         clip_norm=5.0,
         ema_momentum=None,
@@ -239,6 +244,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self.aux_lm_weight = aux_lm_weight
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.clip_norm = clip_norm
         self.ema_momentum = ema_momentum
@@ -282,6 +288,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         check_real("dropout", self.dropout, 0.0, 1.0)
         check_real("aux_lm_weight", self.aux_lm_weight, 0.0)
         check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_real("weight_decay", self.weight_decay, 0.0)
         check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
         check_real("ema_momentum", self.ema_momentum, 0.0, 1.0, none_ok=True)
         check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
@@ -443,6 +450,9 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
         n_batches = math.ceil(len(train) / self.batch_size)
         self._budget = _Budget(epochs * n_batches, self.max_time, LRSchedule(schedule))
+        # the parameter as it is now: set_params may have changed it since the optimiser (or
+        # the model file it came from) was made
+        self._optimizer.weight_decay = float(self.weight_decay)
         bar = tqdm(total=epochs * n_batches, unit="batch", disable=None if self.verbose else True)
         self._sync_average()
         self._best_params = None

@@ -339,6 +339,23 @@ def test_unknown_characters_and_empty_text_do_not_crash(fitted):
     assert_allclose(clf.predict_proba(["\u00e9"]), clf.predict_proba(["\u4e2d"]))
 
 
+def test_weight_decay_shrinks_the_weights_and_partial_fit_reads_it_again(tmp_path):
+    X, y = contains_x(64)
+
+    def norm(clf):
+        return float(np.sqrt(sum(np.sum(w**2.0) for w in clf.params_.values())))
+
+    fast = {**TINY, "max_iter": 4, "learning_rate": 0.03}  # Adam moves a weight <= lr a step
+    free = fit_quietly(CharRNNClassifier(**fast), X, y)
+    decayed = fit_quietly(CharRNNClassifier(weight_decay=0.5, **fast), X, y)
+    assert norm(decayed) < 0.97 * norm(free)
+    decayed.save(tmp_path / "clf.npz")
+    again = load_classifier(tmp_path / "clf.npz")
+    assert again.weight_decay == 0.5 and again._optimizer.weight_decay == 0.5
+    again.set_params(weight_decay=0.0).partial_fit(X, y)
+    assert again._optimizer.weight_decay == 0.0
+
+
 @pytest.mark.parametrize(
     "param,value",
     [
@@ -353,6 +370,8 @@ def test_unknown_characters_and_empty_text_do_not_crash(fitted):
         ("aux_lm_weight", float("inf")),
         ("batch_size", -1),
         ("learning_rate", 0),
+        ("weight_decay", -1e-3),
+        ("weight_decay", None),
         ("lr_schedule", "step"),
         ("clip_norm", -1.0),
         ("ema_momentum", 1.0),
