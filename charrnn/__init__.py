@@ -9,13 +9,13 @@ __version__ = "0.1.0"
 
 __all__ = ["CharRNNClassifier", "CharRNNGenerator", "__version__", "load"]
 
-# The public names are imported on first use: `import charrnn.network` (the engine alone, as
-# the stream-group worker processes of charrnn.workers need it) then costs NumPy's import
+# The public names are imported on first use: `import charrnn.engine.network` (the engine alone, as
+# the stream-group worker processes of charrnn.parallel.workers need it) then costs NumPy's import
 # time, not scikit-learn's.
 _LAZY = {
-    "CharRNNGenerator": "charrnn.estimator",
-    "CharRNNClassifier": "charrnn.classifier",
-    "load": "charrnn.serialize",
+    "CharRNNGenerator": "charrnn.estimators.generator",
+    "CharRNNClassifier": "charrnn.estimators.classifier",
+    "load": "charrnn.io",
 }
 
 

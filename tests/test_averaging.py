@@ -1,4 +1,4 @@
-"""Tests for charrnn.averaging (WeightAverage)."""
+"""Tests for charrnn.engine.averaging (WeightAverage)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from charrnn.averaging import WeightAverage
+from charrnn.engine.averaging import WeightAverage
 
 
 def weight_sequence(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -3,7 +3,7 @@
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from charrnn.blas import PARALLEL, BlasTuner, scoring_threads, shared_blas_threads
+from charrnn.parallel.blas import PARALLEL, BlasTuner, scoring_threads, shared_blas_threads
 
 
 def _threads():

@@ -1,9 +1,10 @@
-"""Tests for charrnn.cells: BPTT gradients by finite differences, gate layouts, one-step path."""
+"""Tests for charrnn.engine.cells: BPTT gradients by finite differences, gate layouts,
+one-step path."""
 
 import numpy as np
 import pytest
 
-from charrnn.cells import CELLS, GRUCell, LSTMCell, RNNCell
+from charrnn.engine.cells import CELLS, GRUCell, LSTMCell, RNNCell
 
 CELL_NAMES = sorted(CELLS)
 T, B, H = 6, 3, 5

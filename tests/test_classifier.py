@@ -1,4 +1,5 @@
-"""Tests for charrnn.classifier (CharRNNClassifier), charrnn.seqclf and charrnn.textbatch."""
+"""Tests for charrnn.estimators.classifier (CharRNNClassifier), charrnn.engine.seqclf and
+charrnn.data.textbatch."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
-from charrnn import classifier, seqclf, textbatch
-from charrnn.classifier import CharRNNClassifier, load_classifier
-from charrnn.optim import Adam, LRSchedule
-from charrnn.vocab import CharVocab
+from charrnn.data import textbatch
+from charrnn.data.vocab import CharVocab
+from charrnn.engine import seqclf
+from charrnn.engine.optim import Adam, LRSchedule
+from charrnn.estimators import classifier
+from charrnn.estimators.classifier import CharRNNClassifier, load_classifier
 
 ALPHABET = list("abcdefghijklmnopqrstuvw ")
 TINY = dict(hidden_size=8, embedding_dim=4, batch_size=16, max_iter=2, random_state=0)
@@ -637,7 +640,7 @@ def test_save_refuses_labels_json_cannot_hold(tmp_path):
 def test_load_rejects_other_files(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_classifier(tmp_path / "missing.npz")
-    from charrnn.persist import save_arrays
+    from charrnn.io import save_arrays
 
     save_arrays(tmp_path / "gen.npz", {"estimator": "CharRNNGenerator"}, {})
     with pytest.raises(ValueError, match="CharRNNGenerator"):

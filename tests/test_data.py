@@ -1,11 +1,11 @@
-"""Tests for charrnn.data: train/validation split and parallel-stream BPTT batches."""
+"""Tests for charrnn.data.batches: train/validation split and parallel-stream BPTT batches."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.data import BPTTBatches, split_train_validation
+from charrnn.data.batches import BPTTBatches, split_train_validation
 
 
 def _expected_positions(n, B, T, k):

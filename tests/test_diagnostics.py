@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import CharRNNGenerator, network
-from charrnn.cli_gradients import gradients
+from charrnn import CharRNNGenerator
+from charrnn.cli.gradients import gradients
 from charrnn.diagnostics import (
     gradient_flow,
     gradient_flow_summary,
@@ -18,6 +18,7 @@ from charrnn.diagnostics import (
     sparkline,
     standard_lags,
 )
+from charrnn.engine import network
 
 TEXT = "the cat sat on the mat. a bat ate the hat; that cat sat.\n" * 4
 

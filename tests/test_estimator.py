@@ -1,4 +1,5 @@
-"""Tests for charrnn.estimator: the CharRNNGenerator contract (issue 3) and its input checks.
+"""Tests for charrnn.estimators.generator: the CharRNNGenerator contract (issue 3) and its input
+checks.
 
 Models are tiny (one layer, 8-32 units) and texts a few hundred characters, so each fit takes
 well under a second; the two fixtures shared by many tests are built once per module.
@@ -13,11 +14,11 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from charrnn import CharRNNGenerator
-from charrnn.cells import CELLS
-from charrnn.data import split_train_validation
-from charrnn.estimator import check_documents
-from charrnn.optim import OPTIMIZERS, SCHEDULES
-from charrnn.training import stream_loss
+from charrnn.data.batches import split_train_validation
+from charrnn.engine.cells import CELLS
+from charrnn.engine.optim import OPTIMIZERS, SCHEDULES
+from charrnn.engine.training import stream_loss
+from charrnn.estimators.generator import check_documents
 
 FOX = "the quick brown fox jumps over the lazy dog.\n"
 DOCS = [

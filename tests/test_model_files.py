@@ -15,7 +15,9 @@ def test_a_generator_file_from_0_1_0_loads_and_scores_as_it_did():
     gen = load(DATA / "generator_0.1.0.npz")
     assert isinstance(gen, CharRNNGenerator)
     assert gen.cell == "lstm" and gen.num_layers == 2
-    np.testing.assert_allclose(gen.score("to be or not"), REFERENCE["generator"]["score"], rtol=1e-6)
+    np.testing.assert_allclose(
+        gen.score("to be or not"), REFERENCE["generator"]["score"], rtol=1e-6
+    )
     (text,) = gen.sample(1, 25, random_state=0, stop_at_end=False)
     assert set(text) <= set("to be or not that is the question\n")
 

@@ -1,11 +1,12 @@
-"""Tests for charrnn.network: config checks, initialisation, gradients, PyTorch parity, training."""
+"""Tests for charrnn.engine.network: config checks, initialisation, gradients, PyTorch parity,
+training."""
 
 import math
 
 import numpy as np
 import pytest
 
-from charrnn.network import (
+from charrnn.engine.network import (
     NetworkConfig,
     _scatter_rows,
     forward,
@@ -17,7 +18,7 @@ from charrnn.network import (
     n_parameters,
     step,
 )
-from charrnn.optim import Adam
+from charrnn.engine.optim import Adam
 
 CELL_NAMES = ["rnn", "lstm", "gru"]
 V, H, E, T, B = 7, 5, 4, 6, 3

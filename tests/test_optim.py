@@ -1,11 +1,11 @@
-"""Tests for charrnn.optim: update rules, state round trips, clipping and schedules."""
+"""Tests for charrnn.engine.optim: update rules, state round trips, clipping and schedules."""
 
 import math
 
 import numpy as np
 import pytest
 
-from charrnn.optim import (
+from charrnn.engine.optim import (
     OPTIMIZERS,
     SGD,
     Adagrad,

@@ -1,11 +1,12 @@
-"""Tests for charrnn.parallel: a step split into groups of streams equals the unsplit step."""
+"""Tests for charrnn.parallel.groups: a step split into groups of streams equals the unsplit
+step."""
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from charrnn.network import NetworkConfig, init_params, init_state, loss_and_grads
-from charrnn.parallel import StreamGroups, plan_groups
+from charrnn.engine.network import NetworkConfig, init_params, init_state, loss_and_grads
+from charrnn.parallel.groups import StreamGroups, plan_groups
 
 T, B, V, H = 5, 7, 9, 6
 

@@ -1,4 +1,4 @@
-"""Tests for charrnn.persist: atomic writes and the .npz model format."""
+"""Tests for charrnn.io: atomic writes and the .npz model format."""
 
 import io
 import json
@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import persist
-from charrnn.persist import (
+from charrnn import io as persist
+from charrnn.io import (
     FORMAT_VERSION,
     atomic_write,
     check_writable,

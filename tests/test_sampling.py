@@ -1,4 +1,4 @@
-"""Tests for charrnn.sampling: sample_next and generate."""
+"""Tests for charrnn.engine.sampling: sample_next and generate."""
 
 import threading
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from charrnn import sampling
-from charrnn.network import NetworkConfig, forward_logits, init_params, init_state, step
-from charrnn.sampling import generate, sample_next
+from charrnn.engine import sampling
+from charrnn.engine.network import NetworkConfig, forward_logits, init_params, init_state, step
+from charrnn.engine.sampling import generate, sample_next
 
 V = 7
 

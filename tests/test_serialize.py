@@ -1,4 +1,4 @@
-"""Tests for charrnn.serialize: a fitted generator <-> one .npz file, with no pickle inside.
+"""Tests for charrnn.io: a fitted generator <-> one .npz file, with no pickle inside.
 
 The container itself (atomic writes, corrupt and foreign archives) is tested in
 test_persist.py; here the subject is the model: what is saved, that a loaded model behaves
@@ -15,7 +15,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from charrnn import CharRNNGenerator, load
-from charrnn.persist import load_arrays, save_arrays
+from charrnn.io import load_arrays, save_arrays
 
 DOCS = [
     "the cat sat on the mat. " * 3,

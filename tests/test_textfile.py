@@ -1,4 +1,5 @@
-"""Tests for charrnn.textfile: a text file read in blocks and encoded to a memory-mapped cache."""
+"""Tests for charrnn.data.textfile: a text file read in blocks and encoded to a memory-mapped
+cache."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import CharRNNGenerator, textfile
-from charrnn.textfile import CACHE_ENV, TextCorpus
-from charrnn.vocab import CharVocab
+from charrnn import CharRNNGenerator
+from charrnn.data import textfile
+from charrnn.data.textfile import CACHE_ENV, TextCorpus
+from charrnn.data.vocab import CharVocab
 
 # 1-, 2-, 3- and 4-byte UTF-8 characters, a CRLF and a BOM-like character in the middle
 MIXED = "plain ascii, é ü ñ, € ♞ 中文, 𝄞 🐍 emoji\r\nzero\ufeffwidth\n" * 7

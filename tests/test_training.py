@@ -1,4 +1,5 @@
-"""Tests for charrnn.training: exact resume, interrupts, divergence, stream_loss, BLAS sharing.
+"""Tests for charrnn.engine.training: exact resume, interrupts, divergence, stream_loss, BLAS
+sharing.
 
 Issue 6's promise is tested end to end through the estimator: a run stopped part-way, saved,
 loaded and resumed must end with the weights of the same run left alone.
@@ -16,17 +17,18 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_info
 
-from charrnn import CharRNNGenerator, load, network, training
-from charrnn.network import NetworkConfig
-from charrnn.optim import LRSchedule
-from charrnn.parallel import StreamGroups
-from charrnn.training import (
+from charrnn import CharRNNGenerator, load
+from charrnn.engine import network, training
+from charrnn.engine.network import NetworkConfig
+from charrnn.engine.optim import LRSchedule
+from charrnn.engine.training import (
     StopFlag,
     Trainer,
     graceful_interrupts,
     stream_loss,
     stream_loss_on_all_cores,
 )
+from charrnn.parallel.groups import StreamGroups
 
 DOCS = [
     "the cat sat on the mat. " * 3,
@@ -495,7 +497,7 @@ def test_a_lone_fit_gives_the_blas_threads_back():
     base = _blas_threads()
     seen = []
     tiny(max_iter=1).fit(DOCS, on_step=lambda *args: seen.append(_blas_threads()))
-    # a lone fit only ever uses one thread or the whole pool (charrnn.blas.BlasTuner) ...
+    # a lone fit only ever uses one thread or the whole pool (charrnn.parallel.blas.BlasTuner) ...
     assert seen and set(seen) <= {1, base}
     # ... and leaves the pool as it found it
     assert _blas_threads() == base

@@ -1,4 +1,4 @@
-"""Tests for charrnn.transfer: a classifier starting from language models (init_from)."""
+"""Tests for charrnn.estimators.transfer: a classifier starting from language models (init_from)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
 from charrnn import CharRNNGenerator
-from charrnn.classifier import CharRNNClassifier, load_classifier
+from charrnn.estimators.classifier import CharRNNClassifier, load_classifier
 
 DOCS = ["the cat sat on the mat", "a dog ran far", "qz only the generator knows"] * 4
 X = ["the cat", "a dog", "the mat", "a far dog"] * 8

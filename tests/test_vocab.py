@@ -1,4 +1,4 @@
-"""Tests for charrnn.vocab.CharVocab."""
+"""Tests for charrnn.data.vocab.CharVocab."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charrnn.vocab import CharVocab
+from charrnn.data.vocab import CharVocab
 
 # Any text, including astral-plane characters; lone surrogates get their own test below.
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
@@ -128,7 +128,7 @@ def test_empty_inputs():
 
 def test_long_text_spans_several_chunks(monkeypatch):
     # Shrink the chunk size so the chunked paths are exercised on a small string.
-    monkeypatch.setattr("charrnn.vocab._CHUNK_CHARS", 7)
+    monkeypatch.setattr("charrnn.data.vocab._CHUNK_CHARS", 7)
     text = "the quick brown fox jumps over the lazy dog \u00e9\U0001f600" * 5
     vocab = CharVocab.fit([text[:30]])
     expected = [ch if ch in vocab else "\ufffd" for ch in text]

@@ -1,4 +1,5 @@
-"""Tests for charrnn.workers: a group's step in a worker process equals the in-process step."""
+"""Tests for charrnn.parallel.workers: a group's step in a worker process equals the
+in-process step."""
 
 import os
 import subprocess
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from charrnn.network import NetworkConfig, init_params, init_state, loss_and_grads
-from charrnn.workers import GroupWorker, WorkerError
+from charrnn.engine.network import NetworkConfig, init_params, init_state, loss_and_grads
+from charrnn.parallel.workers import GroupWorker, WorkerError
 
 T, B, V, H = 6, 5, 11, 7
 
@@ -120,8 +121,8 @@ def test_a_script_without_a_main_guard_can_use_worker_processes(tmp_path):
         textwrap.dedent(
             """
             import numpy as np
-            from charrnn.network import NetworkConfig, init_params, init_state
-            from charrnn.parallel import StreamGroups
+            from charrnn.engine.network import NetworkConfig, init_params, init_state
+            from charrnn.parallel.groups import StreamGroups
 
             config = NetworkConfig(cell="gru", vocab_size=5, hidden_size=4)
             params = init_params(config, np.random.default_rng(0))

@@ -1,10 +1,11 @@
-"""Tests for charrnn.workspace: the scratch pool, and that using it never changes a result."""
+"""Tests for charrnn.engine.workspace: the scratch pool, and that using it never changes a
+result."""
 
 import numpy as np
 import pytest
 
-from charrnn.cells import CELLS
-from charrnn.network import (
+from charrnn.engine.cells import CELLS
+from charrnn.engine.network import (
     NetworkConfig,
     forward,
     forward_logits,
@@ -13,7 +14,7 @@ from charrnn.network import (
     loss_and_grads,
     step,
 )
-from charrnn.workspace import Workspace, scratch
+from charrnn.engine.workspace import Workspace, scratch
 
 CELL_NAMES = sorted(CELLS)
 

@@ -1,8 +1,10 @@
 """Start a classifier's recurrent layers from language models trained on unlabelled text.
 
-A :class:`~charrnn.estimator.CharRNNGenerator` learns, without labels, how the characters of a
+A :class:`~charrnn.estimators.generator.CharRNNGenerator` learns, without labels, how the
+characters of a
 kind of text follow one another; its first recurrent layer is a character encoder that a
-:class:`~charrnn.classifier.CharRNNClassifier` of the same cell and size can start from and
+:class:`~charrnn.estimators.classifier.CharRNNClassifier` of the same cell and size can start from
+and
 fine-tune on few labels (the idea of ULMFiT, Howard & Ruder 2018, on characters). For a
 bidirectional classifier the backward direction reads texts from their end, so its natural
 starting point is a generator trained on reversed texts (``[t[::-1] for t in texts]``).
@@ -18,7 +20,7 @@ import os
 
 import numpy as np
 
-from charrnn.vocab import CharVocab
+from charrnn.data.vocab import CharVocab
 
 SOURCE_HELP = (
     "init_from must be None, a fitted CharRNNGenerator or the path of one saved with "
@@ -59,8 +61,8 @@ def source_to_json(init_from):
 
 
 def _fitted_generator(source):
-    from charrnn.estimator import CharRNNGenerator
-    from charrnn.serialize import load
+    from charrnn.estimators.generator import CharRNNGenerator
+    from charrnn.io import load
 
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)

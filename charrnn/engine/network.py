@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from charrnn.cells import CELLS
-from charrnn.workspace import Workspace, scratch
+from charrnn.engine.cells import CELLS
+from charrnn.engine.workspace import Workspace, scratch
 
 DTYPES = ("float32", "float64")
 
@@ -281,7 +281,7 @@ def loss_and_grads(
     train : bool
         Apply dropout.
     workspace : Workspace, optional
-        Scratch arrays reused from call to call (see :mod:`charrnn.workspace`). The returned
+        Scratch arrays reused from call to call (see :mod:`charrnn.engine.workspace`). The returned
         gradients then live in the workspace and are overwritten by the next call.
 
     Returns

@@ -2,7 +2,7 @@
 
 Threads of one process share CPython's global interpreter lock, and a recurrent training step
 makes tens of small NumPy calls per time step, each holding the lock for its Python-level
-dispatch. Two threads running groups of streams (:mod:`charrnn.parallel`) therefore wait on
+dispatch. Two threads running groups of streams (:mod:`charrnn.parallel.groups`) therefore wait on
 each other: on the 2-core VM of the README, two lstm 1x256 groups of 32 streams ran at 0.75 of
 the speed of one alone, and a tiny model's two groups took three times as long as one -- while
 the same two groups in separate processes kept 0.92-1.0 of it.
@@ -14,7 +14,8 @@ one memory-mapped file, unlinked as soon as both sides have mapped it: per step 
 writes the weights, the group's ids and state into it, sends a few bytes down the worker's
 stdin, computes its own group meanwhile, and reads the worker's loss from its stdout and the
 gradients and new state in place. The worker runs the in-process code
-(:func:`charrnn.network.loss_and_grads`, one BLAS thread), so its numbers are the same bit for
+(:func:`charrnn.engine.network.loss_and_grads`, one BLAS thread), so its numbers are the same bit
+for
 bit; it ignores Ctrl-C (the caller decides when training stops) and exits when its stdin
 closes, so it never outlives the caller.
 """
@@ -34,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn import network
-from charrnn.workspace import Workspace
+from charrnn.engine import network
+from charrnn.engine.workspace import Workspace
 
 _ALIGN = 64  # bytes; every shared array starts on a cache line
 
@@ -132,7 +133,7 @@ class GroupWorker:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from charrnn.workers import main; main()"],
+            [sys.executable, "-c", "from charrnn.parallel.workers import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

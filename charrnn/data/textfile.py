@@ -16,7 +16,7 @@ written), named after the corpus file:
 The file key hashes the corpus's size, modification time (in ns), encoding and error handler,
 so editing the file gives new names (and the stale caches are deleted); the vocab key hashes
 the vocabulary's characters, so a model with another vocabulary gets its own ids. Every cache
-file is written atomically (:func:`charrnn.persist.atomic_write`).
+file is written atomically (:func:`charrnn.io.atomic_write`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.persist import atomic_write
-from charrnn.vocab import CharVocab
+from charrnn.data.vocab import CharVocab
+from charrnn.io import atomic_write
 
 __all__ = ["CACHE_ENV", "TextCorpus", "default_cache_dir"]
 
@@ -87,7 +87,7 @@ class TextCorpus:
     Parameters
     ----------
     path : str or path-like
-        The text file. Line endings are kept as stored, as :func:`charrnn.corpora.read_text`
+        The text file. Line endings are kept as stored, as :func:`charrnn.data.corpora.read_text`
         does.
     encoding : str, default="utf-8"
     errors : {"strict", "replace", ...}, default="strict"
@@ -160,7 +160,7 @@ class TextCorpus:
         ------
         ValueError
             If the bytes are not valid in ``encoding`` (with ``errors="strict"``); the message
-            names the byte offset in the file, as :func:`charrnn.corpora.read_text` does.
+            names the byte offset in the file, as :func:`charrnn.data.corpora.read_text` does.
         """
         decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
         consumed = 0  # file bytes handed to the decoder so far

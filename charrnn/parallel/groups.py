@@ -5,13 +5,14 @@ NumPy runs element-wise arithmetic on one core, and at the batch sizes of charac
 Splitting the B parallel streams into groups and computing each group's loss and gradient on
 a core of its own puts every core to work on the whole step, with one BLAS thread per group so
 nothing oversubscribes. The first group runs in the calling thread, the others in worker
-processes (:mod:`charrnn.workers`), or in threads when those cannot be started: threads share
+processes (:mod:`charrnn.parallel.workers`), or in threads when those cannot be started: threads
+share
 the interpreter lock that each of the many small NumPy calls of a time step takes, and ran two
 groups measurably slower than two processes.
 
 The split into groups is fixed when a :class:`StreamGroups` is built (from the batch size and
 the cores available), never by the timing, so a run gives the same numbers whether its groups
-ran in parallel or one after another; :class:`charrnn.blas.BlasTuner` picks the faster of
+ran in parallel or one after another; :class:`charrnn.parallel.blas.BlasTuner` picks the faster of
 these ways on the fly. Each group's gradient is the mean over its own characters, so the
 batch's gradient is their average weighted by group size, which equals the unsplit gradient up
 to floating-point rounding (tested in float64).
@@ -23,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from charrnn import network
-from charrnn.workers import GroupWorker, WorkerError
-from charrnn.workspace import Workspace
+from charrnn.engine import network
+from charrnn.engine.workspace import Workspace
+from charrnn.parallel.workers import GroupWorker, WorkerError
 
 MIN_STREAMS_PER_GROUP = 16
 """Smallest group worth a thread: below it per-step Python overhead outweighs the GEMM."""
@@ -55,7 +56,7 @@ class StreamGroups:
     n_groups : int
         Groups to split them into (``1 <= n_groups <= batch_size``); sizes differ by at most 1.
     processes : bool
-        Run groups other than the first in worker processes (:mod:`charrnn.workers`) when
+        Run groups other than the first in worker processes (:mod:`charrnn.parallel.workers`) when
         ``parallel=True``, rather than in threads of this process, whose shared interpreter
         lock made two groups run at 0.75 of their speed in two processes (lstm 1x256).
         Threads are used when a worker process cannot be started.
@@ -67,7 +68,7 @@ class StreamGroups:
 
     Notes
     -----
-    Each group has its own :class:`~charrnn.workspace.Workspace`, so the gradients returned
+    Each group has its own :class:`~charrnn.engine.workspace.Workspace`, so the gradients returned
     are valid only until the next call, as with a single workspace. With dropout, every group
     draws its masks from a generator seeded, at every step, by the caller's generator: the
     numbers depend on the generator's state and on ``n_groups``, not on the execution order.
@@ -115,7 +116,7 @@ class StreamGroups:
         parallel: bool = False,
     ):
         """Mean cross-entropy per character, gradients and new state, as
-        :func:`charrnn.network.loss_and_grads` computes them for the whole batch.
+        :func:`charrnn.engine.network.loss_and_grads` computes them for the whole batch.
 
         Parameters
         ----------

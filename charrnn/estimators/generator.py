@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -14,14 +15,41 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
-from charrnn import network
-from charrnn.blas import scoring_threads
-from charrnn.data import split_train_validation
-from charrnn.optim import OPTIMIZERS, SCHEDULES, LRSchedule
-from charrnn.textfile import TextCorpus
-from charrnn.training import DivergedError, StopFlag, Trainer, graceful_interrupts
-from charrnn.validation import check_int, check_real
-from charrnn.vocab import CharVocab
+from charrnn.data.batches import split_train_validation
+from charrnn.data.textfile import TextCorpus
+from charrnn.data.vocab import CharVocab
+from charrnn.engine import network
+from charrnn.engine.optim import OPTIMIZERS, SCHEDULES, LRSchedule
+from charrnn.engine.training import DivergedError, StopFlag, Trainer, graceful_interrupts
+from charrnn.estimators.validation import check_int, check_real
+from charrnn.io import check_writable, save_arrays
+from charrnn.parallel.blas import scoring_threads
+
+_FITTED_SCALARS = (
+    "n_iter_",
+    "n_chars_seen_",
+    "loss_curve_",
+    "validation_scores_",
+    "best_validation_score_",
+    "history_",
+    "stop_reason_",
+    "diverged_",
+    # set by `charrnn train`: {"source", "n_chars", "sha256"} of the text, so --resume can
+    # check it is given the same corpus; None for models fitted through the Python API
+    "training_corpus_",
+)
+
+
+def _json_safe_params(est) -> dict:
+    params = est.get_params(deep=False)
+    if not isinstance(params.get("random_state"), int | type(None)):
+        params["random_state"] = None  # a Generator object has no portable form
+    return params
+
+
+def _finite_or_none(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
 
 __all__ = ["CharRNNGenerator", "check_documents"]
 
@@ -101,7 +129,7 @@ class CharRNNGenerator(BaseEstimator):
     learning_rate : float, default=5e-3
         Peak learning rate.
     optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
-        Update rule, numerically as its namesake in ``torch.optim`` (:mod:`charrnn.optim`).
+        Update rule, numerically as its namesake in ``torch.optim`` (:mod:`charrnn.engine.optim`).
     weight_decay : float >= 0 or None, default=None
         Weight decay: ``weight_decay * w`` added to every gradient (an L2 penalty) for adam,
         rmsprop, adagrad and sgd; the weights shrunk by ``learning_rate * weight_decay`` at
@@ -133,7 +161,7 @@ class CharRNNGenerator(BaseEstimator):
     random_state : int, Generator or None, default=None
         Seeds initialisation, dropout and nothing else. The same value gives the same model on
         the same machine; training splits each batch into one group of streams per core
-        (:mod:`charrnn.parallel`), so machines with different core counts agree up to
+        (:mod:`charrnn.parallel.groups`), so machines with different core counts agree up to
         floating-point rounding.
     verbose : int, default=0
         1 shows a tqdm progress bar (hidden when not on a terminal).
@@ -235,7 +263,7 @@ class CharRNNGenerator(BaseEstimator):
         return tags
 
     def _validate_params(self) -> None:
-        from charrnn.cells import CELLS
+        from charrnn.engine.cells import CELLS
 
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
@@ -276,14 +304,14 @@ class CharRNNGenerator(BaseEstimator):
         Parameters
         ----------
         X : str, iterable of str, or TextCorpus
-            A :class:`charrnn.textfile.TextCorpus` is one document trained on from its
+            A :class:`charrnn.data.textfile.TextCorpus` is one document trained on from its
             memory-mapped id cache, so memory does not grow with the file.
         y : ignored
         on_epoch : callable(estimator, record) -> bool, optional
             Called after each pass (the CLI saves the model and prints a sample there);
             returning True stops training.
         on_step : callable(estimator, trainer, loss, grad_norm, lr) -> bool, optional
-        stop_flag : charrnn.training.StopFlag, optional
+        stop_flag : charrnn.engine.training.StopFlag, optional
             Set ``stop_flag.requested = True`` (from another thread, say) to stop after the
             current step. SIGINT/SIGTERM set it too while ``fit`` runs in the main thread.
         resume : bool
@@ -498,7 +526,8 @@ class CharRNNGenerator(BaseEstimator):
             return out
 
         lik = np.zeros(len(seqs))
-        # the batches are independent: one per core at a time (charrnn.blas.scoring_threads)
+        # the batches are independent: one per core at a time
+        # (charrnn.parallel.blas.scoring_threads)
         with scoring_threads() as threads:
             if threads > 1 and len(batches) > 1:
                 with ThreadPoolExecutor(threads) as pool:
@@ -524,7 +553,7 @@ class CharRNNGenerator(BaseEstimator):
 
         Each document counts ``len(doc) + 1`` predictions (its characters and its end), so
         ``score == score_samples(X).sum() / sum(len(d) + 1)`` and perplexity is
-        ``exp(-score)``. A :class:`~charrnn.textfile.TextCorpus` is scored as one document
+        ``exp(-score)``. A :class:`~charrnn.data.textfile.TextCorpus` is scored as one document
         streamed from its id cache (same value as its text, read one character at a time).
         """
         check_is_fitted(self)
@@ -659,7 +688,7 @@ class CharRNNGenerator(BaseEstimator):
                 f"prime contains characters the model never saw in training: {unknown!r:.80}"
             )
         rng = _as_generator(random_state)
-        from charrnn.sampling import generate
+        from charrnn.engine.sampling import generate
 
         prime_ids = np.concatenate(([CharVocab.EOD_ID], self.vocab_.encode(prime))).astype(np.intp)
         # The unknown symbol stands for characters the model never saw; it is never generated
@@ -684,8 +713,77 @@ class CharRNNGenerator(BaseEstimator):
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the model to ``path`` (.npz with a JSON header; no pickle), atomically."""
-        from charrnn.serialize import save_generator
+        """Write the model to ``path`` (.npz with a JSON header; no pickle), atomically.
 
+        Raises
+        ------
+        ValueError
+            If any weight is not finite (a diverged model is never written) or the path cannot
+            be written.
+        """
         check_is_fitted(self)
-        save_generator(self, path)
+        for name, value in self.params_.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"refusing to save {str(path)!r}: weight {name!r} holds NaN or infinity"
+                )
+        check_writable(path)  # a missing folder is a ValueError naming the path, not an OSError
+        fitted = {name: getattr(self, name, None) for name in _FITTED_SCALARS}
+        fitted["best_validation_score_"] = _finite_or_none(fitted["best_validation_score_"])
+        header = {
+            "estimator": "CharRNNGenerator",
+            "params": _json_safe_params(self),
+            "vocab": self.vocab_.to_dict(),
+            "config": self.config_.to_dict(),
+            "fitted": fitted,
+            "train_rng": self._train_rng.bit_generator.state,
+            "training": None,
+        }
+        arrays = {f"param/{k}": v for k, v in self.params_.items()}
+        state = getattr(self, "_training_state", None)
+        if state is not None:
+            header["training"] = state[0]
+            arrays.update({f"train/{k}": v for k, v in state[1].items()})
+        save_arrays(path, header, arrays)
+
+    @classmethod
+    def _from_saved(cls, header: dict, arrays: dict, path) -> CharRNNGenerator:
+        """Rebuild a fitted generator from :func:`charrnn.io.load_arrays` output."""
+        try:
+            est = cls(**header["params"])
+            est.vocab_ = CharVocab.from_dict(header["vocab"])
+            est.config_ = network.NetworkConfig(**header["config"])
+            fitted = header["fitted"]
+            train_rng_state = header["train_rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: the model header is incomplete or invalid ({exc})") from None
+        expected = network.init_params(est.config_, np.random.default_rng(0))
+        params = {}
+        for name, ref in expected.items():
+            arr = arrays.get(f"param/{name}")
+            if arr is None or arr.shape != ref.shape or arr.dtype != ref.dtype:
+                got = None if arr is None else (arr.shape, str(arr.dtype))
+                raise ValueError(
+                    f"{path}: weight {name!r} is missing or malformed "
+                    f"(expected {ref.shape} {ref.dtype}, found {got})"
+                )
+            params[name] = np.array(arr)
+        est.params_ = params
+        est.classes_ = np.array(est.vocab_.symbols)
+        for name in _FITTED_SCALARS:
+            setattr(est, name, fitted.get(name))
+        est.loss_curve_ = list(est.loss_curve_ or [])
+        est.validation_scores_ = list(est.validation_scores_ or [])
+        est.history_ = list(est.history_ or [])
+        est._train_rng = np.random.default_rng()
+        est._train_rng.bit_generator.state = train_rng_state
+        train = {k[len("train/") :]: v for k, v in arrays.items() if k.startswith("train/")}
+        if header.get("training") is not None:
+            est._training_state = (header["training"], train)
+            est._optim_state = {
+                k[len("optim/") :]: v for k, v in train.items() if k.startswith("optim/")
+            }
+        else:
+            est._training_state = None
+            est._optim_state = None
+        return est

@@ -1,9 +1,9 @@
 """The ``charrnn`` command line: thin Click commands over :class:`CharRNNGenerator`.
 
-Commands: ``train`` (in :mod:`charrnn.cli_train`), ``sample``, ``evaluate``, ``info`` and
+Commands: ``train`` (in :mod:`charrnn.cli.train`), ``sample``, ``evaluate``, ``info`` and
 ``corpora``. Commands defined in other modules are attached with ``cli.add_command``; shared
 helpers (model paths, the last-trained-model pointer, error handling) are in
-:mod:`charrnn.cli_common`.
+:mod:`charrnn.cli.common`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
-from charrnn.cli_common import (
+from charrnn.cli.common import (
     FiniteFloat,
     library_errors,
     load_generator,
@@ -23,10 +23,10 @@ from charrnn.cli_common import (
     read_corpus,
     resolve_model,
 )
-from charrnn.cli_gradients import gradients
-from charrnn.cli_info import describe_model, plot_history
-from charrnn.cli_train import train
-from charrnn.corpora import CORPORA, build_corpus, list_corpora
+from charrnn.cli.gradients import gradients as gradients_command
+from charrnn.cli.info import describe_model, plot_history
+from charrnn.cli.train import train as train_command
+from charrnn.data.corpora import CORPORA, build_corpus, list_corpora
 
 __all__ = ["cli"]
 
@@ -43,8 +43,8 @@ def cli():
     """
 
 
-cli.add_command(train)
-cli.add_command(gradients)
+cli.add_command(train_command)
+cli.add_command(gradients_command)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,8 +152,8 @@ def evaluate(model, corpus_source, encoding, errors):
     scored as training scores validation text. For a named corpus the validation split, the
     tail that training holds out, is reported as well.
     """
-    from charrnn.data import split_train_validation
-    from charrnn.training import stream_loss_on_all_cores
+    from charrnn.data.batches import split_train_validation
+    from charrnn.engine.training import stream_loss_on_all_cores
 
     path = resolve_model(model)
     gen = load_generator(path)

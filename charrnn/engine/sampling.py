@@ -7,7 +7,8 @@ generator state always gives the same text, whichever code path produced it.
 The probabilities of a row are computed as ``exp((logits - max) / temperature)`` in the
 logits' dtype, masked by top-k and top-p, and accumulated into a float64 CDF. Generating one
 sample at a time (the common ``charrnn sample`` case) uses :class:`_FastStepper`, a
-specialised copy of :func:`charrnn.network.step` for batch 1 that works on pre-arranged weights
+specialised copy of :func:`charrnn.engine.network.step` for batch 1 that works on pre-arranged
+weights
 and preallocated 1-D buffers: at batch 1 a step costs its matrix-vector products plus about a
 microsecond per NumPy call, so it makes as few calls per character as it can.
 """
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from charrnn.network import NetworkConfig, forward_logits, init_state, step
+from charrnn.engine.network import NetworkConfig, forward_logits, init_state, step
 
 # Uniform numbers are drawn in blocks of at most this many (steps x samples) values, so a long
 # run needs neither one random call per step nor a huge array up front.
@@ -164,7 +165,7 @@ def sample_next(
 
 
 class _FastStepper:
-    """:func:`charrnn.network.step` for batch 1, on pre-arranged weights and fixed buffers.
+    """:func:`charrnn.engine.network.step` for batch 1, on pre-arranged weights and fixed buffers.
 
     The same mathematics as the generic step, arranged for fewer NumPy calls:
 
@@ -327,7 +328,7 @@ def generate(
     Parameters
     ----------
     params, config
-        The network (see :mod:`charrnn.network`).
+        The network (see :mod:`charrnn.engine.network`).
     n_samples : int
         Number of independent samples, >= 1.
     length : int
@@ -408,7 +409,7 @@ def _single_threaded_blas():
 
 
 def _generate_batch(params, config, logits, state, n, length, rng, sampling, eod_id, stop):
-    """The generic path: :func:`charrnn.network.step` and :func:`_weights` on (B, V) rows.
+    """The generic path: :func:`charrnn.engine.network.step` and :func:`_weights` on (B, V) rows.
 
     Rows that reach EOD are dropped from the batch; every row still owns its column of the
     uniform draws, so dropping rows never changes the other samples.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from charrnn import network
-from charrnn.estimator import CharRNNGenerator
-from charrnn.persist import atomic_write
+from charrnn.engine import network
+from charrnn.estimators.generator import CharRNNGenerator
+from charrnn.io import atomic_write
 
 __all__ = ["describe_model", "history_table", "plot_history"]
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import click
 
-from charrnn import network
-from charrnn.cells import CELLS
-from charrnn.corpora import CORPORA, build_corpus, read_text, resolve_corpus
-from charrnn.estimator import CharRNNGenerator
-from charrnn.optim import OPTIMIZERS, SCHEDULES
-from charrnn.persist import atomic_write
-from charrnn.textfile import TextCorpus
-from charrnn.vocab import CharVocab
+from charrnn.data.corpora import CORPORA, build_corpus, read_text, resolve_corpus
+from charrnn.data.textfile import TextCorpus
+from charrnn.data.vocab import CharVocab
+from charrnn.engine import network
+from charrnn.engine.cells import CELLS
+from charrnn.engine.optim import OPTIMIZERS, SCHEDULES
+from charrnn.estimators.generator import CharRNNGenerator
+from charrnn.io import atomic_write
 
 __all__ = [
     "DEBUG_ENV",
@@ -291,7 +291,7 @@ def model_option(help_text: str = "Model file (.npz).", **kwargs):
 
 def load_generator(path: Path) -> CharRNNGenerator:
     """Load a generator model, with one-line errors for unreadable or foreign files."""
-    from charrnn.serialize import load
+    from charrnn.io import load
 
     with library_errors():
         est = load(path)
@@ -310,7 +310,7 @@ class Corpus:
     """A corpus read for a command: its label, file, text and a fingerprint of the text.
 
     The text is either held as a string (``text``) or, for a big file, left on disk and read
-    in blocks through a :class:`~charrnn.textfile.TextCorpus` (``stream``; ``text`` is None).
+    in blocks through a :class:`~charrnn.data.textfile.TextCorpus` (``stream``; ``text`` is None).
     ``data``, ``n_chars``, ``n_distinct``, ``ids`` and ``fingerprint`` work for both.
 
     Attributes
@@ -384,7 +384,7 @@ def read_corpus(
     """Resolve a corpus name or path (building a named corpus on first use) and read it.
 
     A file of more than ``stream_over`` bytes is not read into memory: it is scanned once in
-    blocks (vocabulary, length, hash) and left to a :class:`~charrnn.textfile.TextCorpus`,
+    blocks (vocabulary, length, hash) and left to a :class:`~charrnn.data.textfile.TextCorpus`,
     which trains from an id cache written next to it. None reads every file whole.
     """
     if source in CORPORA and not CORPORA[source].path.is_file():

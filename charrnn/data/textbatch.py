@@ -1,6 +1,6 @@
 """Variable-length texts for the classifier: input checks, length-bucketed batches, splits.
 
-Batches are lists of sample indices; :func:`charrnn.seqclf.pad_batch` turns the texts they
+Batches are lists of sample indices; :func:`charrnn.engine.seqclf.pad_batch` turns the texts they
 select into one right-padded ``(T, B)`` array. Grouping texts of similar length keeps the
 padding (computed but never used) small.
 """

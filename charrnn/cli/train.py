@@ -5,7 +5,7 @@ enough, the model path is writable, the disk has room), then trains with a progr
 the model atomically at every pass end and when training stops (finished, time budget, early
 stopping, Ctrl-C or SIGTERM), and never writes weights that are not finite. A file larger than
 ``STREAM_OVER_BYTES`` is never read into memory: it is read in blocks and trained on from a
-memory-mapped id cache written next to it (:class:`charrnn.textfile.TextCorpus`).
+memory-mapped id cache written next to it (:class:`charrnn.data.textfile.TextCorpus`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import numpy as np
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from charrnn import network
-from charrnn.cli_common import (
+from charrnn.cli.common import (
     ZERO_IS_NONE,
     Corpus,
     hyperparameter_options,
@@ -34,11 +33,12 @@ from charrnn.cli_common import (
     read_corpus,
     remember_model,
 )
-from charrnn.data import split_train_validation
-from charrnn.estimator import CharRNNGenerator
-from charrnn.persist import check_writable
-from charrnn.textfile import TextCorpus
-from charrnn.training import StopFlag, stream_loss_on_all_cores
+from charrnn.data.batches import split_train_validation
+from charrnn.data.textfile import TextCorpus
+from charrnn.engine import network
+from charrnn.engine.training import StopFlag, stream_loss_on_all_cores
+from charrnn.estimators.generator import CharRNNGenerator
+from charrnn.io import check_writable
 
 __all__ = ["train"]
 

@@ -13,10 +13,10 @@ import click
 import numpy as np
 from sklearn.base import clone
 
-from charrnn.cli_common import library_errors, load_generator, read_corpus, resolve_model
-from charrnn.corpora import VALIDATION_FRACTION
+from charrnn.cli.common import library_errors, load_generator, read_corpus, resolve_model
+from charrnn.data.corpora import VALIDATION_FRACTION
 from charrnn.diagnostics import gradient_flow, gradient_flow_summary, init_model, sparkline
-from charrnn.persist import atomic_write
+from charrnn.io import atomic_write
 
 __all__ = ["gradients", "plot_gradient_flow"]
 

@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from charrnn.cells import CELLS
-from charrnn.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
-from charrnn.validation import check_real
+from charrnn.engine.cells import CELLS
+from charrnn.engine.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
+from charrnn.estimators.validation import check_real
 
 POOLINGS = ("last", "mean", "max")
 DIRECTIONS = ("fwd", "bwd")
@@ -135,7 +135,7 @@ class SeqClfConfig:
 def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Initialise parameters (shapes in the module docstring).
 
-    As in :func:`charrnn.network.init_params`: Glorot input and output weights, orthogonal
+    As in :func:`charrnn.engine.network.init_params`: Glorot input and output weights, orthogonal
     recurrent blocks, zero biases, LSTM forget bias 1. The input vectors of the padding and
     unknown symbols start at zero, so a character never seen in training enters the network as
     a neutral input (its vector gets no gradient and stays zero).

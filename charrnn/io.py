@@ -1,4 +1,4 @@
-"""Saving and loading charrnn files safely.
+"""Model files: saving and loading charrnn files safely.
 
 A model or checkpoint is one ``.npz`` archive: every array is stored as a ``.npy`` member
 written without pickle, and a JSON header travels in a uint8 array named ``__header__``. Loading
@@ -12,6 +12,7 @@ leaves either the old file or the new one, never a half-written mixture.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import secrets
@@ -30,12 +31,19 @@ __all__ = [
     "atomic_write",
     "check_writable",
     "load_arrays",
+    "load",
     "save_arrays",
 ]
 
 FORMAT_NAME = "charrnn"
 FORMAT_VERSION = 1
 HEADER_KEY = "__header__"
+
+# The class named in a model file's header -> the module that defines it.
+ESTIMATOR_MODULES = {
+    "CharRNNGenerator": "charrnn.estimators.generator",
+    "CharRNNClassifier": "charrnn.estimators.classifier",
+}
 
 _WRITE_MODES = {"wb": {}, "w": {"encoding": "utf-8", "newline": ""}}
 _WRITE_MODES["wt"] = _WRITE_MODES["w"]
@@ -314,3 +322,24 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
         header = _read_header(npz, where)
         arrays = {key: _read_member(npz, key, where) for key in npz.files if key != HEADER_KEY}
     return header, arrays
+
+
+def load(path: str | os.PathLike):
+    """Load a model saved by ``save`` (a generator or a classifier).
+
+    Nothing in the file is executed: arrays are read with ``allow_pickle=False`` and the
+    header is JSON.
+
+    Raises
+    ------
+    ValueError
+        For a missing, truncated, foreign or newer-format file, or one whose arrays do not
+        match its own header.
+    """
+    header, arrays = load_arrays(path)
+    kind = header.get("estimator")
+    if kind not in ESTIMATOR_MODULES:
+        raise ValueError(f"{path}: unknown estimator {kind!r} in the model header")
+    # imported here, not at the top: the estimator modules import this one to save
+    cls = getattr(importlib.import_module(ESTIMATOR_MODULES[kind]), kind)
+    return cls._from_saved(header, arrays, path)

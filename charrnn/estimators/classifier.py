@@ -1,6 +1,7 @@
 """CharRNNClassifier: text classification with (bidirectional) recurrent networks.
 
-The numerics live in :mod:`charrnn.seqclf`; this module validates input, builds length-bucketed
+The numerics live in :mod:`charrnn.engine.seqclf`; this module validates input, builds
+length-bucketed
 batches, runs the training loop (Adam, gradient clipping, early stopping, time budget) and
 implements the scikit-learn API and persistence.
 """
@@ -19,12 +20,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from tqdm.auto import tqdm
 
-from charrnn import seqclf, textbatch, transfer
-from charrnn.averaging import WeightAverage
-from charrnn.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
-from charrnn.persist import load_arrays, save_arrays
-from charrnn.validation import check_int, check_real
-from charrnn.vocab import CharVocab
+from charrnn.data import textbatch
+from charrnn.data.vocab import CharVocab
+from charrnn.engine import seqclf
+from charrnn.engine.averaging import WeightAverage
+from charrnn.engine.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
+from charrnn.estimators import transfer
+from charrnn.estimators.validation import check_int, check_real
+from charrnn.io import load_arrays, save_arrays
 
 __all__ = ["CharRNNClassifier", "load_classifier"]
 
@@ -59,7 +62,7 @@ class _Budget:
 
     The time is read when a step ends (:meth:`step_done`), not when the next one asks for its
     rate, so while the time budget does not bind the rates depend on the step count alone and a
-    seeded fit repeats exactly on a busy machine (as :class:`charrnn.training.Trainer`).
+    seeded fit repeats exactly on a busy machine (as :class:`charrnn.engine.training.Trainer`).
     """
 
     def __init__(self, total_steps: int, max_time: float | None, schedule: LRSchedule) -> None:
@@ -115,7 +118,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         backwards). It asks the states to describe the text rather than to memorise what tells
         the training texts apart, without any more labels; the heads are not used to predict.
         0 (default) trains on the labels alone. Like the network's shape it is set by ``fit``
-        (``partial_fit`` keeps it). See :mod:`charrnn.seqclf`.
+        (``partial_fit`` keeps it). See :mod:`charrnn.engine.seqclf`.
     batch_size : int, default=32
     learning_rate : float, default=2e-3
         Adam's (peak) step size.
@@ -125,13 +128,13 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         ``MLPClassifier``). Read at every ``fit`` and ``partial_fit``.
     lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default="constant"
         Learning-rate multiplier over a ``fit``'s budget -- ``max_iter`` epochs or ``max_time``
-        seconds, whichever is used up first (see :class:`charrnn.optim.LRSchedule`).
+        seconds, whichever is used up first (see :class:`charrnn.engine.optim.LRSchedule`).
         ``partial_fit`` always uses ``learning_rate``.
     clip_norm : float or None, default=5.0
         Clip the global gradient norm to this value; None disables clipping.
     ema_momentum : float in [0, 1) or None, default=None
         Predict with an exponential moving average of the weights over the training steps
-        (as Keras optimisers' ``use_ema``/``ema_momentum``; :mod:`charrnn.averaging`) instead
+        (as Keras optimisers' ``use_ema``/``ema_momentum``; :mod:`charrnn.engine.averaging`) instead
         of the weights of the last step. The average spans about ``1 / (1 - ema_momentum)``
         batches, e.g. 0.998 about 500; training itself goes on from the optimiser's weights
         (``params_``), and validation scores, early stopping and every prediction use the
@@ -157,7 +160,8 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         1 shows a tqdm progress bar (hidden when not on a terminal); 2 also prints each epoch.
     init_from : CharRNNGenerator, path, pair of these, or None, default=None
         Start the recurrent layers from language models trained on unlabelled text instead of
-        at random (:mod:`charrnn.transfer`): a fitted :class:`CharRNNGenerator` or the path of
+        at random (:mod:`charrnn.estimators.transfer`): a fitted :class:`CharRNNGenerator` or the
+        path of
         one saved with ``save`` (paths survive ``clone``, so use them with ``GridSearchCV``),
         or for ``bidirectional=True`` a pair ``(forward, backward)``, the backward generator
         trained on reversed texts. The generators must have this classifier's ``cell``,
@@ -269,7 +273,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     def _validate_params(self) -> None:
-        from charrnn.cells import CELLS
+        from charrnn.engine.cells import CELLS
 
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
@@ -639,8 +643,8 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         save_arrays(path, header, arrays)
 
     @classmethod
-    def _from_saved(cls, header: dict, arrays: dict) -> CharRNNClassifier:
-        """Rebuild a fitted classifier from :func:`charrnn.persist.load_arrays` output."""
+    def _from_saved(cls, header: dict, arrays: dict, path=None) -> CharRNNClassifier:
+        """Rebuild a fitted classifier from :func:`charrnn.io.load_arrays` output."""
         if header.get("estimator") != ESTIMATOR_NAME:
             raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
         est = cls(**header["params"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charrnn.workspace import Workspace, scratch
+from charrnn.engine.workspace import Workspace, scratch
 
 State = tuple[np.ndarray, ...]
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charrnn import network
-from charrnn.blas import BlasTuner, blas_pool_size, scoring_threads, shared_blas_threads
-from charrnn.data import BPTTBatches
-from charrnn.optim import LRSchedule, clip_grad_norm, make_optimizer
-from charrnn.parallel import StreamGroups, group_slices, plan_groups
+from charrnn.data.batches import BPTTBatches
+from charrnn.engine import network
+from charrnn.engine.optim import LRSchedule, clip_grad_norm, make_optimizer
+from charrnn.parallel.blas import BlasTuner, blas_pool_size, scoring_threads, shared_blas_threads
+from charrnn.parallel.groups import StreamGroups, group_slices, plan_groups
 
 
 @dataclass
@@ -148,7 +148,7 @@ def stream_loss_on_all_cores(
     params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 128
 ) -> float:
     """:func:`stream_loss` with one group of streams per thread of the BLAS pool, BLAS limited
-    to one thread meanwhile (:func:`charrnn.blas.scoring_threads`; on two idle cores this
+    to one thread meanwhile (:func:`charrnn.parallel.blas.scoring_threads`; on two idle cores this
     halved the time of a validation pass)."""
     with scoring_threads() as threads:
         return stream_loss(params, config, ids, n_streams, n_threads=threads)
@@ -166,7 +166,7 @@ class Trainer:
         ``val_ids`` may be empty (no validation).
     batch_size, seq_length : int
     optimizer : str
-        A name of :data:`charrnn.optim.OPTIMIZERS`.
+        A name of :data:`charrnn.engine.optim.OPTIMIZERS`.
     learning_rate : float
     weight_decay : float or None
         None keeps the optimiser's own default (0; 0.01 for ``"adamw"``).
@@ -205,10 +205,10 @@ class Trainer:
         self.state = network.init_state(config, batch_size)
         self.progress = Progress()
         # the batch's streams split into one group per core, fixed for the whole run so that
-        # results do not depend on how the groups were run (see charrnn.parallel)
+        # results do not depend on how the groups were run (see charrnn.parallel.groups)
         self.groups = StreamGroups(batch_size, plan_groups(batch_size, blas_pool_size()))
         self.best_params: dict | None = None
-        # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.blas)
+        # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.parallel.blas)
         self.tune_blas = True
         self.blas: BlasTuner | None = None
         # the weights of the last step whose loss and gradient were finite (divergence undo)

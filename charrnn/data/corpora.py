@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from charrnn.persist import atomic_write
+from charrnn.io import atomic_write
 
 __all__ = [
     "CORPORA",

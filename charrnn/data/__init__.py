@@ -1,0 +1,1 @@
+"""Text in, integer ids out: vocabulary, corpora, text files, batches and splits."""

@@ -1,0 +1,1 @@
+"""The pure-NumPy recurrent engine: cells, networks, optimisers, sampling, the training loop."""

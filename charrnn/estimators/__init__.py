@@ -1,0 +1,1 @@
+"""The scikit-learn estimators, all built on one base and one training loop."""

@@ -1,0 +1,1 @@
+"""Worker processes and BLAS threads for a training step, behind one interface."""
