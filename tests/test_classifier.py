@@ -374,7 +374,7 @@ def test_weight_decay_shrinks_the_weights_and_partial_fit_reads_it_again(tmp_pat
         ("batch_size", -1),
         ("learning_rate", 0),
         ("weight_decay", -1e-3),
-        ("weight_decay", None),
+        ("weight_decay", -1.0),
         ("lr_schedule", "step"),
         ("clip_norm", -1.0),
         ("ema_momentum", 1.0),

@@ -122,7 +122,7 @@ def test_fine_tuning_from_a_generator_learns_the_task(generators):
         ("fwd", {"cell": "lstm"}, "cell='gru'"),
         ("fwd", {"embedding_dim": 4}, "embedding_dim"),
         ("unfitted", {}, "not fitted"),
-        (("a", "b", "c"), {"bidirectional": True}, "3 items"),
+        (("a", "b", "c"), {"bidirectional": True}, "a pair of these"),
     ],
 )
 def test_bad_init_from_is_named(generators, init_from, kw, match):

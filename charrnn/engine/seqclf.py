@@ -49,7 +49,6 @@ import numpy as np
 
 from charrnn.engine.cells import CELLS
 from charrnn.engine.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
-from charrnn.estimators.validation import check_real
 
 POOLINGS = ("last", "mean", "max")
 DIRECTIONS = ("fwd", "bwd")
@@ -117,7 +116,8 @@ class SeqClfConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        check_real("aux_lm_weight", self.aux_lm_weight, 0.0)
+        if not self.aux_lm_weight >= 0.0:
+            raise ValueError(f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}")
 
     @property
     def directions(self) -> tuple[str, ...]:

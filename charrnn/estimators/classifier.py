@@ -9,12 +9,11 @@ implements the scikit-learn API and persistence.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -24,9 +23,10 @@ from charrnn.data import textbatch
 from charrnn.data.vocab import CharVocab
 from charrnn.engine import seqclf
 from charrnn.engine.averaging import WeightAverage
-from charrnn.engine.optim import SCHEDULES, Adam, LRSchedule, clip_grad_norm
+from charrnn.engine.optim import Adam, LRSchedule, clip_grad_norm
 from charrnn.estimators import transfer
-from charrnn.estimators.validation import check_int, check_real
+from charrnn.estimators.base import SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.estimators.params import Boolean, Custom, Options, Param, Real
 from charrnn.io import load_arrays, save_arrays
 
 __all__ = ["CharRNNClassifier", "load_classifier"]
@@ -88,7 +88,7 @@ class _Budget:
         return self.time_fraction() >= 1.0
 
 
-class CharRNNClassifier(ClassifierMixin, BaseEstimator):
+class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
     """Text classifier on characters: embedding, (bidirectional) recurrent layers, pooling, dense.
 
     X is an iterable of strings of any lengths, y labels of any hashable type (binary or
@@ -210,6 +210,21 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
     (1, 2)
     """
 
+    _parameter_constraints = {
+        **{k: v for k, v in SHARED_PARAMETERS.items() if k not in ("optimizer", "warm_start")},
+        "bidirectional": Param(Boolean(), "Read every text forwards and backwards."),
+        "pooling": Param(Options(seqclf.POOLINGS), "Feature vector per text."),
+        "aux_lm_weight": Param(Real(0.0), "Weight of the auxiliary language-modelling loss."),
+        "ema_momentum": Param(
+            Real(0.0, 1.0, high_open=True, none_ok=True),
+            "Predict with an exponential moving average of the weights.",
+        ),
+        "init_from": Param(
+            Custom(transfer.check_source_type, transfer.SOURCE_TYPES),
+            "Start the recurrent layers from trained language models.",
+        ),
+    }
+
     def __init__(
         self,
         *,
@@ -271,46 +286,6 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = True
         tags.non_deterministic = False
         return tags
-
-    def _validate_params(self) -> None:
-        from charrnn.engine.cells import CELLS
-
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.pooling not in seqclf.POOLINGS:
-            raise ValueError(f"pooling must be one of {seqclf.POOLINGS}, got {self.pooling!r}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {sorted(SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("hidden_size", "num_layers", "batch_size", "max_iter", "n_iter_no_change"):
-            check_int(name, getattr(self, name), 1)
-        check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
-        check_int("verbose", self.verbose, 0)
-        check_real("dropout", self.dropout, 0.0, 1.0)
-        check_real("aux_lm_weight", self.aux_lm_weight, 0.0)
-        check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
-        check_real("weight_decay", self.weight_decay, 0.0)
-        check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
-        check_real("ema_momentum", self.ema_momentum, 0.0, 1.0, none_ok=True)
-        check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
-        check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
-        check_real("tol", self.tol, 0.0)
-        for name in ("bidirectional", "early_stopping"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    def _make_rng(self) -> np.random.Generator:
-        rs = self.random_state
-        if isinstance(rs, np.random.Generator):
-            return rs
-        if rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)):
-            return np.random.default_rng(rs)
-        if isinstance(rs, np.random.RandomState):
-            return np.random.default_rng(rs.randint(0, 2**31 - 1))
-        raise ValueError(f"random_state must be None, an int or a numpy Generator, got {rs!r}")
 
     def _check_xy(self, X, y, name: str = "") -> tuple[list[str], np.ndarray]:
         texts = textbatch.check_texts(X, f"{name} X" if name else "X")
@@ -379,7 +354,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         texts, y = self._check_xy(X, y)
         classes, y_idx = np.unique(y, return_inverse=True)
-        rng = self._make_rng()
+        rng = self._rng()
         train, val = np.arange(len(texts)), None
         all_texts = texts
         if validation_data is not None:
@@ -440,7 +415,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         if first:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit")
-            self._initialize(classes, texts, self._make_rng())
+            self._initialize(classes, texts, self._rng())
         elif classes is not None and not np.array_equal(classes, self.classes_):
             raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r}")
         y_idx = self._label_indices(y, self.classes_, "y")
@@ -456,7 +431,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
         self._budget = _Budget(epochs * n_batches, self.max_time, LRSchedule(schedule))
         # the parameter as it is now: set_params may have changed it since the optimiser (or
         # the model file it came from) was made
-        self._optimizer.weight_decay = float(self.weight_decay)
+        self._optimizer.weight_decay = float(self.weight_decay or 0.0)
         bar = tqdm(total=epochs * n_batches, unit="batch", disable=None if self.verbose else True)
         self._sync_average()
         self._best_params = None
@@ -670,7 +645,7 @@ class CharRNNClassifier(ClassifierMixin, BaseEstimator):
             # fit, which takes effect at the next one (_sync_average)
             est._average = WeightAverage.from_state_dict(est.params_, average)
             est._refresh_average()
-        est._train_rng = est._make_rng()
+        est._train_rng = est._rng()
         est.n_iter_ = int(header["n_iter"])
         est.loss_curve_ = list(header["loss_curve"])
         scores = header["validation_scores"]

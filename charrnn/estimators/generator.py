@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
@@ -19,9 +18,10 @@ from charrnn.data.batches import split_train_validation
 from charrnn.data.textfile import TextCorpus
 from charrnn.data.vocab import CharVocab
 from charrnn.engine import network
-from charrnn.engine.optim import OPTIMIZERS, SCHEDULES, LRSchedule
+from charrnn.engine.optim import LRSchedule
 from charrnn.engine.training import DivergedError, StopFlag, Trainer, graceful_interrupts
-from charrnn.estimators.validation import check_int, check_real
+from charrnn.estimators.base import SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.estimators.params import Integer, Param, as_generator
 from charrnn.io import check_writable, save_arrays
 from charrnn.parallel.blas import scoring_threads
 
@@ -92,18 +92,7 @@ def check_documents(X, name: str = "X") -> list[str]:
     return [str(d) for d in docs]
 
 
-def _as_generator(rs) -> np.random.Generator:
-    """A Generator from ``random_state``: None, an int >= 0, a Generator or a RandomState."""
-    if isinstance(rs, np.random.Generator):
-        return rs
-    if rs is None or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0):
-        return np.random.default_rng(rs)
-    if isinstance(rs, np.random.RandomState):
-        return np.random.default_rng(rs.randint(0, 2**31 - 1))
-    raise ValueError(f"random_state must be None, an int >= 0 or a numpy Generator, got {rs!r}")
-
-
-class CharRNNGenerator(BaseEstimator):
+class CharRNNGenerator(RecurrentEstimator):
     """Character-level recurrent language model (RNN, LSTM or GRU) trained by truncated BPTT.
 
     X is a string (one document) or an iterable of strings. Documents are joined with an
@@ -202,6 +191,11 @@ class CharRNNGenerator(BaseEstimator):
     2
     """
 
+    _parameter_constraints = {
+        **SHARED_PARAMETERS,
+        "seq_length": Param(Integer(1), "Characters per truncated-BPTT chunk."),
+    }
+
     def __init__(
         self,
         *,
@@ -261,41 +255,6 @@ class CharRNNGenerator(BaseEstimator):
         # transform() gives features; no input dtype is carried through to them
         tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
-
-    def _validate_params(self) -> None:
-        from charrnn.engine.cells import CELLS
-
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {sorted(SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-        if self.dtype not in network.DTYPES:
-            raise ValueError(f"dtype must be one of {network.DTYPES}, got {self.dtype!r}")
-        for name in ("hidden_size", "num_layers", "seq_length", "batch_size", "max_iter"):
-            check_int(name, getattr(self, name), 1)
-        check_int("embedding_dim", self.embedding_dim, 1, none_ok=True)
-        check_int("n_iter_no_change", self.n_iter_no_change, 1)
-        verbose = self.verbose
-        check_int("verbose", int(verbose) if isinstance(verbose, bool | np.bool_) else verbose, 0)
-        check_real("dropout", self.dropout, 0.0, 1.0)
-        check_real("learning_rate", self.learning_rate, 0.0, low_open=True)
-        check_real("weight_decay", self.weight_decay, 0.0, none_ok=True)
-        check_real("clip_norm", self.clip_norm, 0.0, low_open=True, none_ok=True)
-        check_real("max_time", self.max_time, 0.0, low_open=True, none_ok=True)
-        check_real("validation_fraction", self.validation_fraction, 0.0, 1.0)
-        check_real("tol", self.tol, 0.0)
-        for name in ("early_stopping", "warm_start"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    def _rng(self) -> np.random.Generator:
-        return _as_generator(self.random_state)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X, y=None, *, on_epoch=None, on_step=None, stop_flag=None, resume=False):
@@ -678,8 +637,8 @@ class CharRNNGenerator(BaseEstimator):
         list of str, length n_samples
         """
         check_is_fitted(self)
-        check_int("n_samples", n_samples, 1)
-        check_int("length", length, 0)
+        Integer(1).check("n_samples", n_samples)
+        Integer(0).check("length", length)
         if not isinstance(prime, str):
             raise TypeError(f"prime must be a string, got {type(prime).__name__}")
         unknown = self.vocab_.unknown_chars(prime)
@@ -687,7 +646,7 @@ class CharRNNGenerator(BaseEstimator):
             raise ValueError(
                 f"prime contains characters the model never saw in training: {unknown!r:.80}"
             )
-        rng = _as_generator(random_state)
+        rng = as_generator(random_state)
         from charrnn.engine.sampling import generate
 
         prime_ids = np.concatenate(([CharVocab.EOD_ID], self.vocab_.encode(prime))).astype(np.intp)

@@ -21,12 +21,33 @@ import os
 import numpy as np
 
 from charrnn.data.vocab import CharVocab
+from charrnn.estimators.params import InvalidParameterError
 
 SOURCE_HELP = (
     "init_from must be None, a fitted CharRNNGenerator or the path of one saved with "
     "CharRNNGenerator.save, or, for a bidirectional classifier, a pair (forward, backward) of "
     "these (the backward one trained on reversed texts)"
 )
+
+
+SOURCE_TYPES = "None, a CharRNNGenerator, a model file's path, or a pair of these"
+
+
+def check_source_type(name: str, value) -> None:
+    """The shallow check of ``init_from`` at the top of ``fit``: the right kind of value.
+
+    Whether a path holds a generator that fits the classifier is checked when it is read
+    (:func:`resolve_sources`).
+    """
+    from charrnn.estimators.generator import CharRNNGenerator
+
+    single = (str, os.PathLike, CharRNNGenerator)
+    if value is None or isinstance(value, single):
+        return
+    pair = isinstance(value, tuple | list) and len(value) == 2
+    if pair and all(isinstance(v, single) for v in value):
+        return
+    raise InvalidParameterError(f"{name} must be {SOURCE_TYPES}, got {value!r:.80}")
 
 
 def resolve_sources(init_from, bidirectional: bool) -> dict:
