@@ -215,6 +215,16 @@ class Trainer:
         self._last_good = {k: np.empty_like(v) for k, v in params.items()}
         self._have_last_good = False
 
+    @property
+    def steps_per_pass(self) -> int:
+        """Optimiser steps in one full pass over the training data."""
+        return self.batches.n_chunks
+
+    @property
+    def chars_per_step(self) -> int:
+        """Training characters (targets) consumed by one optimiser step."""
+        return self.batches.chars_per_chunk
+
     # -- checkpoint support -------------------------------------------------------------------
     def state_header(self) -> dict:
         """JSON-able part of the training state."""

@@ -411,6 +411,21 @@ class CharRNNGenerator(RecurrentEstimator):
         self.stop_reason_ = ""
         self.diverged_ = False
 
+    @property
+    def training_progress_(self) -> dict | None:
+        """Where the last ``fit`` stopped, or None when there is nothing to resume.
+
+        A dict with ``epoch`` (complete passes), ``chunk`` (next step of the current pass),
+        ``step`` (optimiser steps), ``elapsed`` (seconds of training) and ``chars_seen``:
+        what ``fit(..., resume=True)`` continues from.
+        """
+        check_is_fitted(self)
+        state = getattr(self, "_training_state", None)
+        if state is None:
+            return None
+        keys = ("epoch", "chunk", "step", "elapsed", "chars_seen")
+        return {k: state[0][k] for k in keys}
+
     def _keep_training_state(self, trainer) -> None:
         """Remember what an exact resume needs (saved with the model)."""
         self._optim_state = trainer.optimizer.state_dict()
