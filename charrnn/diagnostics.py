@@ -238,7 +238,7 @@ def init_model(
     CharRNNGenerator
         With ``vocab_``, ``config_`` and freshly initialised ``params_``; can be fitted later.
     """
-    from charrnn.estimators.generator import CharRNNGenerator, check_documents
+    from charrnn.estimators.generator import CharRNNGenerator
 
     model = CharRNNGenerator(
         cell=cell,
@@ -247,11 +247,9 @@ def init_model(
         random_state=random_state,
         **params,
     )
-    model._validate_params()
     # The estimator owns initialisation; reusing it keeps "initialised" identical to the start
     # of fit (same generator draws) rather than a look-alike that could drift from it.
-    model._initialise(check_documents(text, "text"))
-    return model
+    return model.initialize(text)
 
 
 # --------------------------------------------------------------------------------------------

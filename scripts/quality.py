@@ -6,7 +6,7 @@ Both models see the same training split (the first 90% of the corpus), the same 
 (char-rnn's parallel streams), the same optimiser (Adam, global-norm clipping, the same
 learning-rate schedule over the same wall-clock budget) and are scored the same way on the
 held-out last 10%: mean negative log-likelihood per character over parallel streams with
-carried state (:func:`charrnn.engine.training.stream_loss`). They run one after the other on the
+carried state (:func:`charrnn.engine.tasks.stream_loss`). They run one after the other on the
 same
 machine; run them on a quiet machine, since a shared CPU changes how much text each one sees.
 """
@@ -27,7 +27,7 @@ from charrnn.data.batches import BPTTBatches, split_train_validation
 from charrnn.data.corpora import read_text, resolve_corpus
 from charrnn.data.vocab import CharVocab
 from charrnn.engine.optim import LRSchedule
-from charrnn.engine.training import stream_loss
+from charrnn.engine.tasks import stream_loss
 
 LN2 = math.log(2.0)
 

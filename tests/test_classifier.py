@@ -18,9 +18,9 @@ from threadpoolctl import threadpool_limits
 
 from charrnn.data import textbatch
 from charrnn.data.vocab import CharVocab
-from charrnn.engine import seqclf
+from charrnn.engine import seqclf, training
 from charrnn.engine.optim import Adam, LRSchedule
-from charrnn.estimators import classifier
+from charrnn.engine.tasks import ClassificationTask
 from charrnn.estimators.classifier import CharRNNClassifier, load_classifier
 
 ALPHABET = list("abcdefghijklmnopqrstuvw ")
@@ -354,9 +354,9 @@ def test_weight_decay_shrinks_the_weights_and_partial_fit_reads_it_again(tmp_pat
     assert norm(decayed) < 0.97 * norm(free)
     decayed.save(tmp_path / "clf.npz")
     again = load_classifier(tmp_path / "clf.npz")
-    assert again.weight_decay == 0.5 and again._optimizer.weight_decay == 0.5
+    assert again.weight_decay == 0.5 and float(again._optim_state["adam.weight_decay"]) == 0.5
     again.set_params(weight_decay=0.0).partial_fit(X, y)
-    assert again._optimizer.weight_decay == 0.0
+    assert float(again._optim_state["adam.weight_decay"]) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -440,13 +440,13 @@ def test_early_stopping_keeps_the_best_weights(monkeypatch):
     scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.6])
     snapshot = {}
 
-    def scripted_validation(self, seqs, targets):
+    def scripted_validation(task, params, parallel):
         score = next(scores)
         if score == 0.9:
-            snapshot.update({k: v.copy() for k, v in self.params_.items()})
+            snapshot.update({k: v.copy() for k, v in clf.params_.items()})
         return score
 
-    monkeypatch.setattr(CharRNNClassifier, "_accuracy", scripted_validation)
+    monkeypatch.setattr(ClassificationTask, "validation_score", scripted_validation)
     clf.fit(X, y)
     assert clf.validation_scores_ == [0.5, 0.9, 0.6, 0.6]
     assert clf.n_iter_ == 4
@@ -475,7 +475,7 @@ def test_validation_data_replaces_the_random_split(monkeypatch):
     assert len(steps) == 2 * 7 and len(clf.validation_scores_) == 2  # all 64 texts train
     assert clf.best_validation_score_ == max(clf.validation_scores_)
     assert_array_equal(clf.vocab_.chars, CharVocab.fit(X).chars)
-    monitor = CharRNNClassifier(**{**TINY, "early_stopping": False})
+    monitor = CharRNNClassifier(**{**TINY, "early_stopping": False, "validation_fraction": 0.0})
     fit_quietly(monitor, X, y)
     assert monitor.validation_scores_ is None
     with warnings.catch_warnings():
@@ -535,7 +535,7 @@ def test_a_time_budget_that_does_not_bind_leaves_the_schedule_to_the_step_count(
         clock["t"] += 2.0
         return clock["t"]
 
-    monkeypatch.setattr(classifier.time, "perf_counter", slow_clock)
+    monkeypatch.setattr(training.time, "perf_counter", slow_clock)
     seen = recorded_learning_rates(monkeypatch, lr_schedule="warmup_cosine", max_time=1e6)
     schedule = LRSchedule("warmup_cosine")
     assert seen == [0.01 * schedule.factor(k / 24) for k in range(24)]
@@ -588,7 +588,7 @@ def test_partial_fit_requires_classes_first_and_continues():
 
 def test_partial_fit_equals_one_epoch_of_fit_without_validation():
     X, y = contains_x(48)
-    params = {**TINY, "max_iter": 1, "early_stopping": False}
+    params = {**TINY, "max_iter": 1, "early_stopping": False, "validation_fraction": 0.0}
     a = fit_quietly(CharRNNClassifier(**params), X, y)
     b = CharRNNClassifier(**params).partial_fit(X, y, classes=np.unique(y))
     assert_array_equal(a.predict_proba(X), b.predict_proba(X))
@@ -696,14 +696,14 @@ def test_ema_early_stopping_restores_the_best_epochs_average(monkeypatch):
     scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.6])
     snapshot = {}
 
-    def scripted_validation(self, seqs, targets):
+    def scripted_validation(task, params, parallel):
         score = next(scores)
         if score == 0.9:
-            snapshot["avg"] = {k: v.copy() for k, v in self.averaged_params_.items()}
-            snapshot["raw"] = {k: v.copy() for k, v in self.params_.items()}
+            snapshot["avg"] = {k: v.copy() for k, v in params.items()}  # the average is scored
+            snapshot["raw"] = {k: v.copy() for k, v in clf.params_.items()}
         return score
 
-    monkeypatch.setattr(CharRNNClassifier, "_accuracy", scripted_validation)
+    monkeypatch.setattr(ClassificationTask, "validation_score", scripted_validation)
     clf.fit(X, y)
     assert clf.n_iter_ == 4
     for k in snapshot["avg"]:

@@ -343,7 +343,8 @@ def fake_python_corpus(monkeypatch, fake_stdlib):
 def test_corpora_dir_env_and_default(monkeypatch, corpora_home):
     assert c.corpora_dir() == corpora_home
     monkeypatch.delenv(c.CORPORA_ENV)
-    assert c.corpora_dir() == Path(c.__file__).resolve().parent.parent / "corpora"
+    # the corpora/ folder at the repository root, beside charrnn/ (and this tests/ folder)
+    assert c.corpora_dir() == Path(__file__).resolve().parents[1] / "corpora"
 
 
 def test_registry_entries():

@@ -163,7 +163,7 @@ def test_gradient_flow_of_fitted_model_and_errors():
 def test_init_model_matches_the_start_of_fit():
     fresh = init_model(TEXT, cell="gru", hidden_size=5, num_layers=1, random_state=7)
     fitted = CharRNNGenerator(cell="gru", hidden_size=5, num_layers=1, random_state=7)
-    fitted._initialise([TEXT])
+    fitted.initialize([TEXT])
     for name, value in fitted.params_.items():
         np.testing.assert_array_equal(fresh.params_[name], value)
     assert fresh.vocab_ == fitted.vocab_

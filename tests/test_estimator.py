@@ -17,7 +17,7 @@ from charrnn import CharRNNGenerator
 from charrnn.data.batches import split_train_validation
 from charrnn.engine.cells import CELLS
 from charrnn.engine.optim import OPTIMIZERS, SCHEDULES
-from charrnn.engine.training import stream_loss
+from charrnn.engine.tasks import stream_loss
 from charrnn.estimators.generator import check_documents
 
 FOX = "the quick brown fox jumps over the lazy dog.\n"
@@ -255,7 +255,7 @@ def test_without_early_stopping_the_last_weights_are_kept(fitted):
 def test_validation_fraction_zero_turns_validation_off():
     est = tiny(validation_fraction=0, early_stopping=True, max_iter=3).fit(DOCS)
     assert est.n_iter_ == 3
-    assert est.validation_scores_ == []
+    assert est.validation_scores_ is None
     assert est.best_validation_score_ is None
     assert all(rec["val_loss"] is None for rec in est.history_)
 

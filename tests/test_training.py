@@ -20,14 +20,9 @@ from threadpoolctl import threadpool_info
 from charrnn import CharRNNGenerator, load
 from charrnn.engine import network, training
 from charrnn.engine.network import NetworkConfig
-from charrnn.engine.optim import LRSchedule
-from charrnn.engine.training import (
-    StopFlag,
-    Trainer,
-    graceful_interrupts,
-    stream_loss,
-    stream_loss_on_all_cores,
-)
+from charrnn.engine.optim import LRSchedule, make_optimizer
+from charrnn.engine.tasks import LanguageModelTask, stream_loss, stream_loss_on_all_cores
+from charrnn.engine.training import StopFlag, Trainer, graceful_interrupts
 from charrnn.parallel.groups import StreamGroups
 
 DOCS = [
@@ -340,13 +335,11 @@ def test_stream_loss_of_fewer_than_two_symbols_is_nan(net):
 
 # ----------------------------------------------------------------------------- Trainer state
 def _trainer(params, config, ids, rng):
+    task = LanguageModelTask(config, ids[:600], ids[600:], batch_size=4, seq_length=8)
     return Trainer(
         params,
-        config,
-        ids[:600],
-        ids[600:],
-        batch_size=4,
-        seq_length=8,
+        task,
+        optimizer=make_optimizer("adam", params, 1e-2),
         learning_rate=1e-2,
         schedule=LRSchedule("warmup_cosine"),
         rng=rng,
@@ -447,14 +440,15 @@ def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monke
     for parallel in (False, True):
         params = _copy(start)
         trainer = _trainer(params, config, ids, np.random.default_rng(5))
-        trainer.groups = StreamGroups(4, 2, processes=processes)
+        trainer.task.groups = StreamGroups(4, 2, processes=processes)
+        trainer.task.can_parallel = True
         if parallel:
             monkeypatch.setattr(training, "BlasTuner", _AlwaysParallel)
         else:
             trainer.tune_blas = False
         trainer.run(max_epochs=2)
         # the worker threads and processes are stopped after the run
-        assert trainer.groups._pool is None and trainer.groups._workers == []
+        assert trainer.task.groups._pool is None and trainer.task.groups._workers == []
         trained[parallel] = params
     for name in start:
         assert_array_equal(trained[False][name], trained[True][name])

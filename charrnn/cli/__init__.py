@@ -153,7 +153,7 @@ def evaluate(model, corpus_source, encoding, errors):
     tail that training holds out, is reported as well.
     """
     from charrnn.data.batches import split_train_validation
-    from charrnn.engine.training import stream_loss_on_all_cores
+    from charrnn.engine.tasks import stream_loss_on_all_cores
 
     path = resolve_model(model)
     gen = load_generator(path)

@@ -36,7 +36,8 @@ from charrnn.cli.common import (
 from charrnn.data.batches import split_train_validation
 from charrnn.data.textfile import TextCorpus
 from charrnn.engine import network
-from charrnn.engine.training import StopFlag, stream_loss_on_all_cores
+from charrnn.engine.tasks import stream_loss_on_all_cores
+from charrnn.engine.training import StopFlag
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import check_writable
 
@@ -310,7 +311,7 @@ class _TrainingRun:
 
     def on_step(self, gen, trainer, loss, grad_norm, lr) -> bool:
         p = trainer.progress
-        n_chunks = trainer.batches.n_chunks
+        n_chunks = trainer.steps_per_pass
         position = p.epoch * n_chunks + p.chunk
         if self.bar is None:
             self.bar = tqdm(
@@ -321,7 +322,7 @@ class _TrainingRun:
                 dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
             )
-            self.start = (p.step - 1, p.elapsed, p.chars_seen - trainer.batches.chars_per_chunk)
+            self.start = (p.step - 1, p.elapsed, p.chars_seen - int(trainer.chars_per_step))
             self.last_log = time.monotonic()
         self.bar.update(1)
         if p.step % 10 and not self.bar.disable:

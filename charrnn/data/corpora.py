@@ -70,7 +70,7 @@ def corpora_dir() -> Path:
     env = os.environ.get(CORPORA_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "corpora"
+    return Path(__file__).resolve().parents[2] / "corpora"
 
 
 # --------------------------------------------------------------------------------------------

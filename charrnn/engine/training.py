@@ -1,8 +1,11 @@
-"""The truncated-BPTT training loop, free of scikit-learn and of files.
+"""The one training loop, free of scikit-learn and of files.
 
-:class:`Trainer` owns everything a run needs to continue exactly where it stopped -- weights,
-optimiser state, learning-rate schedule position, epoch and chunk, the carried hidden state and
-the dropout generator -- and can export all of it as plain arrays plus a JSON-able dict
+:class:`Trainer` runs passes over a :class:`~charrnn.engine.tasks.TrainingTask` (which says
+what a batch is and how to score the model) with the time and pass budget, the learning-rate
+schedule, gradient clipping, the divergence guard, validation, early stopping and keep-best
+that every estimator shares. It owns everything a run needs to continue exactly where it
+stopped -- weights, optimiser state, schedule position, pass and step, the task's carried state
+and the dropout generator -- and exports all of it as plain arrays plus a JSON-able dict
 (:meth:`Trainer.state_arrays`, :meth:`Trainer.state_header`) for a checkpoint.
 
 Stopping is cooperative: ``SIGINT``/``SIGTERM`` during :meth:`Trainer.run` set a flag that the
@@ -17,32 +20,34 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from charrnn.data.batches import BPTTBatches
-from charrnn.engine import network
-from charrnn.engine.optim import LRSchedule, clip_grad_norm, make_optimizer
-from charrnn.parallel.blas import BlasTuner, blas_pool_size, scoring_threads, shared_blas_threads
-from charrnn.parallel.groups import StreamGroups, group_slices, plan_groups
+from charrnn.engine.averaging import WeightAverage
+from charrnn.engine.optim import LRSchedule, Optimizer, clip_grad_norm
+from charrnn.engine.tasks import TrainingTask
+from charrnn.parallel.blas import BlasTuner, shared_blas_threads
+
+__all__ = ["DivergedError", "Progress", "StopFlag", "Trainer", "graceful_interrupts"]
 
 
 @dataclass
 class Progress:
     """Where a run is; all of it is saved with a checkpoint."""
 
-    epoch: int = 0  # completed passes over the training text
-    chunk: int = 0  # next chunk of the current pass
+    epoch: int = 0  # completed passes over the training data
+    chunk: int = 0  # next step of the current pass
     step: int = 0  # optimiser steps taken
     elapsed: float = 0.0  # seconds of training so far (across resumes)
     chars_seen: int = 0
-    best_val_loss: float = math.inf
+    best_score: float = -math.inf  # best validation score (higher is better)
     evals_without_improvement: int = 0
+    best_train_loss: float = math.inf  # for stopping on a stalled training loss
+    passes_without_improvement: int = 0
     epoch_loss_sum: float = 0.0  # running sums of the current pass
-    epoch_chunks: int = 0
+    epoch_weight: float = 0.0
     history: list = field(default_factory=list)
     stop_reason: str = ""
 
@@ -86,129 +91,58 @@ class DivergedError(RuntimeError):
     """Raised inside the loop when the loss or the gradient stops being finite."""
 
 
-def stream_loss(
-    params: dict,
-    config: network.NetworkConfig,
-    ids: np.ndarray,
-    n_streams: int = 128,
-    n_threads: int = 1,
-) -> float:
-    """Mean negative log-likelihood per character of ``ids`` read as parallel streams.
-
-    The validation measure of char-rnn: the text is cut into ``n_streams`` contiguous streams
-    read side by side with carried state, so a long text is scored with batched GEMMs.
-
-    Parameters
-    ----------
-    ids : ndarray of int, shape (N,)
-    n_streams : int
-        Streams (fewer for short texts: at least 256 characters each).
-    n_threads : int
-        Score groups of streams in this many threads (the streams are independent, so the
-        groups never wait for each other). The caller limits BLAS to one thread per call
-        first; the result agrees with ``n_threads=1`` up to floating-point rounding.
-
-    Returns
-    -------
-    float
-        nats per character, or nan when ``ids`` has fewer than 2 symbols.
-    """
-    n = len(ids) - 1
-    if n < 1:
-        return math.nan
-    B = max(1, min(n_streams, n // 256))
-    L = n // B
-    streams = np.asarray(ids[: B * L + 1])
-    inputs_all = streams[:-1].reshape(B, L)
-    targets_all = np.asarray(ids[1 : B * L + 1]).reshape(B, L)
-    groups = group_slices(B, max(1, min(int(n_threads), B)))
-
-    def nll_sum(lo: int, hi: int) -> float:
-        state = network.init_state(config, hi - lo)
-        total, T = 0.0, 256
-        for start in range(0, L, T):
-            inp = np.ascontiguousarray(inputs_all[lo:hi, start : start + T].T, dtype=np.intp)
-            tgt = np.ascontiguousarray(targets_all[lo:hi, start : start + T].T, dtype=np.intp)
-            logits, state, _ = network.forward_logits(params, config, inp, state)
-            logp = network.log_softmax(logits)
-            picked = np.take_along_axis(logp, tgt[..., None], axis=-1)
-            total -= float(picked.sum(dtype=np.float64))
-        return total
-
-    if len(groups) == 1:
-        total = nll_sum(0, B)
-    else:
-        with ThreadPoolExecutor(len(groups) - 1) as pool:
-            futures = [pool.submit(nll_sum, g.start, g.stop) for g in groups[1:]]
-            total = nll_sum(groups[0].start, groups[0].stop) + sum(f.result() for f in futures)
-    return total / (B * L)
-
-
-def stream_loss_on_all_cores(
-    params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 128
-) -> float:
-    """:func:`stream_loss` with one group of streams per thread of the BLAS pool, BLAS limited
-    to one thread meanwhile (:func:`charrnn.parallel.blas.scoring_threads`; on two idle cores this
-    halved the time of a validation pass)."""
-    with scoring_threads() as threads:
-        return stream_loss(params, config, ids, n_streams, n_threads=threads)
-
-
 class Trainer:
-    """Runs truncated BPTT over one integer text.
+    """Runs passes of optimiser steps over a training task.
 
     Parameters
     ----------
     params : dict of str to ndarray
         Updated in place.
-    config : NetworkConfig
-    train_ids, val_ids : ndarray of int, shape (N,) and (M,)
-        ``val_ids`` may be empty (no validation).
-    batch_size, seq_length : int
-    optimizer : str
-        A name of :data:`charrnn.engine.optim.OPTIMIZERS`.
+    task : TrainingTask
+        Batches, loss and gradients, validation score (:mod:`charrnn.engine.tasks`).
+    optimizer : Optimizer
+        Built on ``params`` (:func:`charrnn.engine.optim.make_optimizer`).
     learning_rate : float
-    weight_decay : float or None
-        None keeps the optimiser's own default (0; 0.01 for ``"adamw"``).
+        Peak learning rate; the schedule scales it.
     clip_norm : float or None
     schedule : LRSchedule
     rng : numpy.random.Generator
-        Dropout masks.
+        Dropout masks and the task's batch order.
+    average : WeightAverage or None
+        An exponential moving average of the weights, updated after every step; when given,
+        validation scores, and so early stopping and keep-best, use the average.
+
+    Attributes
+    ----------
+    progress : Progress
+    best_params : dict or None
+        With early stopping, the weights of the best validation score so far.
     """
 
     def __init__(
         self,
-        params,
-        config,
-        train_ids,
-        val_ids,
+        params: dict,
+        task: TrainingTask,
         *,
-        batch_size,
-        seq_length,
-        optimizer="adam",
-        learning_rate=2e-3,
-        weight_decay=None,
-        clip_norm=5.0,
-        schedule=None,
-        rng,
+        optimizer: Optimizer,
+        learning_rate: float,
+        clip_norm: float | None = 5.0,
+        schedule: LRSchedule | None = None,
+        rng: np.random.Generator,
+        average: WeightAverage | None = None,
     ):
         self.params = params
-        self.config = config
-        self.batches = BPTTBatches(train_ids, batch_size, seq_length)
-        self.val_ids = val_ids
-        decay = {} if weight_decay is None else {"weight_decay": weight_decay}
-        self.optimizer = make_optimizer(optimizer, params, learning_rate, **decay)
+        self.task = task
+        self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.clip_norm = clip_norm
         self.schedule = schedule or LRSchedule("constant")
         self.rng = rng
-        self.state = network.init_state(config, batch_size)
+        self.average = average
         self.progress = Progress()
-        # the batch's streams split into one group per core, fixed for the whole run so that
-        # results do not depend on how the groups were run (see charrnn.parallel.groups)
-        self.groups = StreamGroups(batch_size, plan_groups(batch_size, blas_pool_size()))
         self.best_params: dict | None = None
-        # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.parallel.blas)
+        self.best_average: dict | None = None
+        # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.parallel)
         self.tune_blas = True
         self.blas: BlasTuner | None = None
         # the weights of the last step whose loss and gradient were finite (divergence undo)
@@ -218,12 +152,18 @@ class Trainer:
     @property
     def steps_per_pass(self) -> int:
         """Optimiser steps in one full pass over the training data."""
-        return self.batches.n_chunks
+        return self.task.steps_per_pass
 
     @property
-    def chars_per_step(self) -> int:
-        """Training characters (targets) consumed by one optimiser step."""
-        return self.batches.chars_per_chunk
+    def chars_per_step(self) -> float:
+        """Training characters read per optimiser step (the mean so far for uneven batches)."""
+        p = self.progress
+        return p.chars_seen / p.step if p.step else 0.0
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the current step runs its groups of streams on several cores."""
+        return self.blas is not None and self.blas.parallel
 
     # -- checkpoint support -------------------------------------------------------------------
     def state_header(self) -> dict:
@@ -235,45 +175,53 @@ class Trainer:
             "step": p.step,
             "elapsed": p.elapsed,
             "chars_seen": p.chars_seen,
-            "best_val_loss": None if math.isinf(p.best_val_loss) else p.best_val_loss,
+            "best_score": None if math.isinf(p.best_score) else p.best_score,
             "evals_without_improvement": p.evals_without_improvement,
+            "best_train_loss": None if math.isinf(p.best_train_loss) else p.best_train_loss,
+            "passes_without_improvement": p.passes_without_improvement,
             "epoch_loss_sum": p.epoch_loss_sum,
-            "epoch_chunks": p.epoch_chunks,
+            "epoch_weight": p.epoch_weight,
             "rng": self.rng.bit_generator.state,
             "schedule": self.schedule.to_dict(),
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Arrays of the training state: optimiser buffers, carried hidden state, best weights."""
+        """Arrays of the training state: optimiser buffers, the task's state, best weights."""
         arrays = {f"optim/{k}": v for k, v in self.optimizer.state_dict().items()}
-        for k, layer in enumerate(self.state):
-            for j, a in enumerate(layer):
-                arrays[f"hidden/{k}.{j}"] = a
+        arrays.update(self.task.state_arrays())
         if self.best_params is not None:
             arrays.update({f"best/{k}": v for k, v in self.best_params.items()})
         return arrays
 
     def load_state(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state_header` and :meth:`state_arrays` exported."""
+        """Restore what :meth:`state_header` and :meth:`state_arrays` exported.
+
+        Headers written before the shared loop (charrnn 0.1.0) named the best score
+        ``best_val_loss`` (a loss, lower is better) and counted the pass's chunks instead of
+        its weight; both are read.
+        """
         p = self.progress
         p.epoch, p.chunk, p.step = header["epoch"], header["chunk"], header["step"]
         p.elapsed, p.chars_seen = header["elapsed"], header["chars_seen"]
-        bv = header.get("best_val_loss")
-        p.best_val_loss = math.inf if bv is None else bv
+        if "best_score" in header:
+            best = header["best_score"]
+        else:
+            best = None if header.get("best_val_loss") is None else -header["best_val_loss"]
+        p.best_score = -math.inf if best is None else best
         p.evals_without_improvement = header["evals_without_improvement"]
+        bl = header.get("best_train_loss")
+        p.best_train_loss = math.inf if bl is None else bl
+        p.passes_without_improvement = header.get("passes_without_improvement", 0)
         p.epoch_loss_sum = header["epoch_loss_sum"]
-        p.epoch_chunks = header["epoch_chunks"]
+        if "epoch_weight" in header:
+            p.epoch_weight = header["epoch_weight"]
+        else:  # 0.1.0 summed one loss per chunk
+            p.epoch_weight = header["epoch_chunks"]
         self.rng.bit_generator.state = header["rng"]
         self.optimizer.load_state_dict(
             {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
         )
-        hidden = [
-            tuple(arrays.get(f"hidden/{k}.{j}") for j in range(len(layer)))
-            for k, layer in enumerate(self.state)
-        ]
-        shape = self.state[0][0].shape
-        if all(a is not None and a.shape == shape for lay in hidden for a in lay):
-            self.state = [tuple(a.astype(self.config.dtype) for a in lay) for lay in hidden]
+        self.task.load_state_arrays(arrays)
         best = {k[len("best/") :]: v for k, v in arrays.items() if k.startswith("best/")}
         self.best_params = best or None
 
@@ -291,99 +239,56 @@ class Trainer:
         on_epoch: Callable | None = None,
         total_epochs_for_schedule: int | None = None,
     ) -> Progress:
-        """Train until ``max_epochs`` passes, ``max_time`` seconds, early stopping or a stop flag.
+        """Train until ``max_epochs`` passes, ``max_time`` seconds, a stopping rule or a flag.
 
-        ``on_step(trainer, loss, grad_norm, lr)`` is called after every step and
-        ``on_epoch(trainer, record)`` after every pass; either may return True to stop. Raises
-        :class:`DivergedError` (weights put back to those of the last step whose loss and
-        gradient were finite) when training diverges. Runs overlapping in time share the
-        process's BLAS threads (:func:`shared_blas_threads`).
+        The stopping rule: with ``early_stopping`` and validation data, stop after
+        ``n_iter_no_change`` passes whose validation score did not beat the best by ``tol``;
+        otherwise, after ``n_iter_no_change`` passes whose training loss did not fall below
+        the best by ``tol`` (scikit-learn's MLP rule). ``on_step(trainer, loss, grad_norm,
+        lr)`` is called after every step and ``on_epoch(trainer, record)`` after every pass;
+        either may return True to stop. Raises :class:`DivergedError` (weights put back to
+        those of the last step whose loss and gradient were finite) when training diverges.
+        Runs overlapping in time share the process's BLAS threads.
         """
         with shared_blas_threads():
-            self.blas = BlasTuner(parallel=self.groups.n_groups > 1) if self.tune_blas else None
+            self.blas = BlasTuner(parallel=self.task.can_parallel) if self.tune_blas else None
             try:
                 return self._loop(
                     max_epochs,
                     max_time,
-                    early_stopping,
+                    early_stopping and self.task.has_validation,
                     n_iter_no_change,
                     tol,
-                    stop_flag,
+                    stop_flag or StopFlag(),
                     on_step,
                     on_epoch,
-                    total_epochs_for_schedule,
+                    total_epochs_for_schedule or max_epochs,
                 )
             finally:
                 if self.blas is not None:
                     self.blas.restore()
-                self.groups.close()
+                self.task.close()
 
     def _loop(
-        self,
-        max_epochs,
-        max_time,
-        early_stopping,
-        n_iter_no_change,
-        tol,
-        stop_flag,
-        on_step,
-        on_epoch,
-        total_epochs_for_schedule,
+        self, max_epochs, max_time, early, n_no_change, tol, flag, on_step, on_epoch, sched_epochs
     ) -> Progress:
         p = self.progress
-        n_chunks = self.batches.n_chunks
-        sched_epochs = total_epochs_for_schedule or max_epochs
-        total_steps = max(1, sched_epochs * n_chunks)
-        flag = stop_flag or StopFlag()
+        total_steps = max(1, sched_epochs * self.task.steps_per_pass)
         t_start = time.perf_counter() - p.elapsed
         grad_norms: list[float] = []
         while p.epoch < max_epochs:
-            for k, inputs, targets in self.batches.iter_from(p.chunk):
+            for k, batch in self.task.batches(p.chunk, self.rng):
+                # The time spent on the steps already taken, not the clock now: a step whose
+                # number puts the schedule further along than the time does gets the same
+                # learning rate in every run (the first one 0 s, not the few microseconds of
+                # start-up a busy machine stretches), so a run whose time budget does not bind
+                # repeats exactly and resumes exactly.
+                share = p.step / total_steps
                 if max_time is not None:
-                    # The time spent on the steps already taken, not the clock now: a step
-                    # whose number puts the schedule further along than the time does gets
-                    # the same learning rate in every run (the first one 0 s, not the few
-                    # microseconds of start-up a busy machine stretches), so a run whose time
-                    # budget does not bind repeats exactly and resumes exactly.
-                    progress = max(p.step / total_steps, p.elapsed / max_time)
-                else:
-                    progress = p.step / total_steps
-                lr = self.learning_rate * self.schedule.factor(progress)
-                if self.blas is not None:
-                    self.blas.before_step()
-                loss, grads, new_state = self.groups.loss_and_grads(
-                    self.params,
-                    self.config,
-                    inputs,
-                    targets,
-                    self.state,
-                    self.rng,
-                    train=True,
-                    parallel=self.blas is not None and self.blas.parallel,
-                )
-                gnorm = clip_grad_norm(grads, self.clip_norm)
-                if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                    # the last update may already have made the weights inf or useless
-                    if self._have_last_good:
-                        for name, good in self._last_good.items():
-                            np.copyto(self.params[name], good)
-                    raise DivergedError(
-                        f"training diverged at step {p.step} (loss {loss}, gradient norm "
-                        f"{gnorm}); the weights are those of the last finite step. Try a "
-                        f"smaller learning_rate (e.g. {self.learning_rate / 3:.2g}) or clip_norm."
-                    )
-                for name, value in self.params.items():
-                    np.copyto(self._last_good[name], value)
-                self._have_last_good = True
-                self.optimizer.step(grads, lr)
-                if self.blas is not None:
-                    self.blas.after_step()
-                self.state = new_state
-                p.step += 1
+                    share = max(share, p.elapsed / max_time)
+                lr = self.learning_rate * self.schedule.factor(share)
+                gnorm, loss = self._step(batch, lr, p)
                 p.chunk = k + 1
-                p.chars_seen += self.batches.chars_per_chunk
-                p.epoch_loss_sum += loss
-                p.epoch_chunks += 1
                 p.elapsed = time.perf_counter() - t_start
                 grad_norms.append(gnorm)
                 stop = on_step is not None and on_step(self, loss, gnorm, lr)
@@ -395,17 +300,18 @@ class Trainer:
                     return p
                 if max_time is not None and p.elapsed >= max_time:
                     p.stop_reason = "max_time"
-                    self._end_of_budget(grad_norms, early_stopping)
+                    self._close_pass(grad_norms, early, tol, partial=True)
                     return p
             # a full pass is done
-            record = self._close_epoch(grad_norms, early_stopping, tol)
+            record = self._close_pass(grad_norms, early, tol, partial=False)
             grad_norms = []
             p.elapsed = time.perf_counter() - t_start
             if on_epoch is not None and on_epoch(self, record):
                 p.stop_reason = "stopped by callback"
                 return p
-            if early_stopping and p.evals_without_improvement >= n_iter_no_change:
-                p.stop_reason = "early_stopping"
+            stalled = p.evals_without_improvement if early else p.passes_without_improvement
+            if stalled >= n_no_change:
+                p.stop_reason = "early_stopping" if early else "training_loss_stalled"
                 return p
             if flag.requested:
                 p.stop_reason = f"interrupted ({flag.signal_name or 'stop requested'})"
@@ -413,36 +319,78 @@ class Trainer:
         p.stop_reason = p.stop_reason or "max_iter"
         return p
 
-    def _evaluate(self, early_stopping: bool, tol: float) -> float:
-        p = self.progress
-        if len(self.val_ids) < 2:
-            return math.nan
-        # groups of streams in parallel when the step runs that way (BLAS is on one thread then)
-        parallel = self.blas is not None and self.blas.parallel
-        val = stream_loss(
-            self.params,
-            self.config,
-            self.val_ids,
-            n_threads=self.groups.n_groups if parallel else 1,
+    def _step(self, batch, lr: float, p: Progress) -> tuple[float, float]:
+        """One optimiser step on ``batch``; returns (gradient norm before clipping, loss)."""
+        if self.blas is not None:
+            self.blas.before_step()
+        loss, grads, weight, chars = self.task.loss_and_grads(
+            self.params, batch, self.rng, self.parallel
         )
-        if val < p.best_val_loss - tol:
-            p.best_val_loss = val
-            p.evals_without_improvement = 0
-            if early_stopping:
-                self.best_params = {k: v.copy() for k, v in self.params.items()}
-        else:
-            p.evals_without_improvement += 1
-            if val < p.best_val_loss:
-                p.best_val_loss = val
-        return val
+        gnorm = clip_grad_norm(grads, self.clip_norm)
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            # the last update may already have made the weights inf or useless
+            if self._have_last_good:
+                for name, good in self._last_good.items():
+                    np.copyto(self.params[name], good)
+            raise DivergedError(
+                f"training diverged at step {p.step} (loss {loss}, gradient norm {gnorm}); "
+                "the weights are those of the last finite step. Try a smaller learning_rate "
+                f"(e.g. {self.learning_rate / 3:.2g}) or clip_norm."
+            )
+        for name, value in self.params.items():
+            np.copyto(self._last_good[name], value)
+        self._have_last_good = True
+        self.optimizer.step(grads, lr)
+        if self.average is not None:
+            self.average.update(self.params)
+        if self.blas is not None:
+            self.blas.after_step()
+        self.task.commit_step()
+        p.step += 1
+        p.chars_seen += chars
+        p.epoch_loss_sum += loss * weight
+        p.epoch_weight += weight
+        return gnorm, loss
 
-    def _record(self, grad_norms, val_loss, partial):
+    def eval_params(self) -> dict:
+        """The weights that are scored: the average when there is one."""
+        if self.average is None or self.average.steps == 0:
+            return self.params
+        return self.average.averaged()
+
+    def _close_pass(self, grad_norms, early: bool, tol: float, partial: bool) -> dict:
+        """Score the pass, update the stopping counters and keep-best, record it."""
         p = self.progress
+        train_loss = p.epoch_loss_sum / p.epoch_weight if p.epoch_weight else math.nan
+        score = self.task.validation_score(self.eval_params(), self.parallel)
+        score = None if math.isnan(score) else score
+        if score is not None:
+            if score > p.best_score + tol:
+                p.evals_without_improvement = 0
+            else:
+                p.evals_without_improvement += 1
+            if score > p.best_score:
+                p.best_score = score
+                if early:
+                    self.best_params = {k: v.copy() for k, v in self.params.items()}
+                    if self.average is not None:
+                        self.best_average = self.average.state_dict()
+        if not partial:
+            # a pass cut short is not compared: its loss covers part of the data
+            if train_loss > p.best_train_loss - tol:
+                p.passes_without_improvement += 1
+            else:
+                p.passes_without_improvement = 0
+            p.best_train_loss = min(p.best_train_loss, train_loss)
         record = {
-            "epoch": p.epoch + (0 if partial else 1),
+            "epoch": p.epoch + (0 if partial else 1),  # passes completed
+            # the pass this record is about (1-based): a pass cut short by max_time and
+            # completed after a resume gives two records with the same number
+            "pass": p.epoch + 1,
             "partial": partial,
-            "train_loss": p.epoch_loss_sum / max(1, p.epoch_chunks),
-            "val_loss": None if math.isnan(val_loss) else val_loss,
+            "train_loss": train_loss,
+            "val_score": score,
+            **self.task.record_fields(score),
             "chars_seen": p.chars_seen,
             "elapsed": p.elapsed,
             "step": p.step,
@@ -450,25 +398,22 @@ class Trainer:
             "grad_norm_max": float(np.max(grad_norms)) if grad_norms else None,
         }
         p.history.append(record)
+        if not partial:
+            p.epoch += 1
+            p.chunk = 0
+            p.epoch_loss_sum = 0.0
+            p.epoch_weight = 0.0
         return record
 
-    def _close_epoch(self, grad_norms, early_stopping, tol):
-        val = self._evaluate(early_stopping, tol)
-        record = self._record(grad_norms, val, partial=False)
-        p = self.progress
-        p.epoch += 1
-        p.chunk = 0
-        p.epoch_loss_sum = 0.0
-        p.epoch_chunks = 0
-        return record
+    def restore_best(self) -> bool:
+        """Copy the best-validation weights (if any) back into ``params`` in place.
 
-    def _end_of_budget(self, grad_norms, early_stopping):
-        val = self._evaluate(early_stopping, 0.0)
-        self._record(grad_norms, val, partial=True)
-
-    def restore_best(self) -> None:
-        """Copy the best-validation weights (if any) back into ``params`` in place."""
+        Returns True when there were best weights to restore.
+        """
         if self.best_params is None:
-            return
+            return False
         for k, v in self.best_params.items():
             self.params[k][...] = v
+        if self.average is not None and self.best_average is not None:
+            self.average.load_state_dict(self.best_average)
+        return True

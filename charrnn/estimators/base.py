@@ -1,19 +1,31 @@
 """The base every charrnn estimator stands on: shared parameters, their rules, one fit loop.
 
 :class:`RecurrentEstimator` holds what the generator and the classifier (and every later
-estimator) share: the network's shape, the optimiser, the training budget, validation and
-early stopping, and the table of parameter rules (:data:`SHARED_PARAMETERS`) that ``fit``
-checks and ``charrnn train`` builds its options from.
+estimator) share: the table of parameter rules (:data:`SHARED_PARAMETERS`) that ``fit``
+checks and ``charrnn train`` builds its options from, and the one ``_fit(incremental=...)``
+behind ``fit``, ``partial_fit`` and ``warm_start``: the pass and time budget, validation,
+early stopping and keep-best, the divergence guard, Ctrl-C/SIGTERM, the progress bar, and
+the fitted attributes that describe a run. It drives :class:`charrnn.engine.training.Trainer`
+over a :mod:`training task <charrnn.engine.tasks>` that the subclass makes.
+
+A subclass supplies only what differs (see the abstract methods below): how ``X``/``y``
+are checked, how a new model is built from them, which training task they become, and what
+``predict``/``score`` mean.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 
 from charrnn.engine.cells import CELLS
 from charrnn.engine.network import DTYPES
-from charrnn.engine.optim import OPTIMIZERS, SCHEDULES
+from charrnn.engine.optim import OPTIMIZERS, SCHEDULES, LRSchedule, make_optimizer
+from charrnn.engine.training import DivergedError, StopFlag, Trainer, graceful_interrupts
 from charrnn.estimators.params import (
     Boolean,
     Custom,
@@ -85,13 +97,57 @@ SHARED_PARAMETERS: dict[str, Param] = {
 }
 
 
-class RecurrentEstimator(BaseEstimator):
-    """Base of charrnn's estimators: shared parameters and their rules.
+# The fitted attributes every estimator has (saved with a model file).
+FITTED_HISTORY = (
+    "n_iter_",
+    "n_chars_seen_",
+    "loss_curve_",
+    "validation_scores_",
+    "best_validation_score_",
+    "best_iteration_",
+    "history_",
+    "stop_reason_",
+    "diverged_",
+)
 
-    Subclasses set ``_parameter_constraints`` to ``{**SHARED_PARAMETERS, <their own>}``.
+# Shared docstring text: what every estimator's training does, in numpydoc form.
+TRAINING_NOTES = """
+    Training (the same for every charrnn estimator): ``fit`` runs up to ``max_iter`` passes
+    over the training data, or until ``max_time`` seconds have been spent, whichever comes
+    first; the learning-rate schedule spans that budget. ``validation_fraction`` of the data
+    is held out and scored after every pass (``validation_scores_``). With
+    ``early_stopping`` and validation data, training stops after ``n_iter_no_change``
+    passes that did not beat the best score by ``tol``, and ends holding the weights of the
+    best pass (``best_iteration_``); otherwise it stops after ``n_iter_no_change`` passes
+    whose training loss did not fall by ``tol`` (scikit-learn's rule), with the last
+    weights. A ``ConvergenceWarning`` is issued when ``max_iter`` ends training before
+    either rule does, when the loss stops being finite (training stops there, keeping the
+    weights of the last finite step, or the best pass's; ``diverged_`` is True) and when
+    Ctrl-C or SIGTERM interrupts it (training stops between two steps and keeps the weights
+    trained so far). ``partial_fit`` runs one pass over all it is given, at the constant
+    ``learning_rate``, without validation or stopping rules; ``warm_start=True`` makes
+    ``fit`` continue from the current weights.
+"""
+
+
+class RecurrentEstimator(BaseEstimator):
+    """Base of charrnn's estimators: shared parameters, their rules and the one fit loop.
+
+    Subclasses set ``_parameter_constraints`` to ``{**SHARED_PARAMETERS, <their own>}`` and
+    implement the hooks below (``_check_training_data``, ``_initialise_model``,
+    ``_check_warm_start``, ``_make_task``); everything else about training is here.
     """
 
     _parameter_constraints: dict[str, Param] = SHARED_PARAMETERS
+    #: parameters that fix the network's shape; ``warm_start`` and ``partial_fit`` refuse a
+    #: change of any of them (they are attributes of ``config_`` with the same name)
+    _shape_parameters: tuple[str, ...] = (
+        "cell",
+        "hidden_size",
+        "num_layers",
+        "embedding_dim",
+        "dtype",
+    )
 
     def _validate_params(self) -> None:
         """Check every parameter against the class's table (ValueError/TypeError naming it)."""
@@ -100,3 +156,280 @@ class RecurrentEstimator(BaseEstimator):
     def _rng(self) -> np.random.Generator:
         """A Generator from ``random_state`` (the same object when it is one)."""
         return as_generator(self.random_state)
+
+    # -- hooks a subclass implements --------------------------------------------------------
+    def _check_training_data(self, X, y, **kwargs):
+        """Validate ``X`` (and ``y``) and return them in the form the other hooks take."""
+        raise NotImplementedError
+
+    def _initialise_model(self, data, rng: np.random.Generator) -> None:
+        """Build a new model for ``data``: ``params_``, ``config_`` and what predicting needs."""
+        raise NotImplementedError
+
+    def _check_warm_start(self, data) -> None:
+        """Raise ValueError if ``data`` cannot continue the fitted model (e.g. unseen labels)."""
+
+    def _make_task(self, data, *, validation: bool, rng: np.random.Generator):
+        """The :class:`~charrnn.engine.tasks.TrainingTask` for ``data``; ``validation`` False
+        means every sample trains (``partial_fit``)."""
+        raise NotImplementedError
+
+    def _make_average(self):
+        """A :class:`~charrnn.engine.averaging.WeightAverage` to keep during training, or None."""
+        return None
+
+    def _after_training(self, trainer: Trainer) -> None:
+        """Called once training has stopped, before the final weights are settled."""
+
+    def initialize(self, X, y=None):
+        """Build the model that ``fit`` would start from, without training it. Returns self.
+
+        The vocabulary (and classes) come from ``X`` (and ``y``), the weights are drawn from
+        ``random_state`` exactly as ``fit`` draws them, and ``n_iter_`` is 0. Useful to look
+        at an untrained network (e.g. its gradient flow); ``fit`` with ``warm_start=True``
+        or ``partial_fit`` then trains it.
+        """
+        self._validate_params()
+        data = self._check_training_data(X, y)
+        rng = self._rng()
+        self._initialise_model(data, rng)
+        self._reset_history(rng)
+        return self
+
+    # -- the one training loop --------------------------------------------------------------
+    def _fit(
+        self,
+        X,
+        y=None,
+        *,
+        incremental: bool = False,
+        resume: bool = False,
+        on_epoch=None,
+        on_step=None,
+        stop_flag: StopFlag | None = None,
+        **data_kwargs,
+    ):
+        """Train: a new model, or (``incremental``, ``warm_start``, ``resume``) continue one.
+
+        ``resume`` continues an interrupted ``fit`` exactly where it stopped: optimiser
+        state, schedule position, pass and step, the task's carried state and the random
+        generator. ``on_epoch(estimator, record)`` and ``on_step(estimator, trainer, loss,
+        grad_norm, lr)`` are called after every pass and step; either may return True to
+        stop. Returns self.
+        """
+        self._validate_params()
+        data = self._check_training_data(X, y, **data_kwargs)
+        fitted = hasattr(self, "params_")
+        resuming = bool(resume) and getattr(self, "_training_state", None) is not None
+        continuing = fitted and (resuming or incremental or self.warm_start)
+        if continuing:
+            self._check_shape_unchanged()
+            self._check_warm_start(data)
+        else:
+            rng = self._rng()
+            self._initialise_model(data, rng)
+            self._reset_history(rng)
+        task = self._make_task(data, validation=not incremental, rng=self._train_rng)
+        decay = {} if self.weight_decay is None else {"weight_decay": self.weight_decay}
+        trainer = Trainer(
+            self.params_,
+            task,
+            optimizer=make_optimizer(self.optimizer, self.params_, self.learning_rate, **decay),
+            learning_rate=self.learning_rate,
+            clip_norm=self.clip_norm,
+            schedule=LRSchedule("constant" if incremental else self.lr_schedule),
+            rng=self._train_rng,
+            average=self._make_average(),
+        )
+        if resuming:
+            trainer.load_state(*self._training_state)
+        elif continuing and self._optim_state is not None:
+            # another optimiser than last time: its state starts afresh
+            with contextlib.suppress(ValueError):
+                trainer.optimizer.load_state_dict(self._optim_state)
+        if continuing and self.weight_decay is not None:
+            # a loaded state brings back the decay it was saved with; the parameter wins
+            trainer.optimizer.weight_decay = self.weight_decay
+        self._run_trainer(
+            trainer,
+            resuming,
+            1 if incremental else self.max_iter,
+            incremental,
+            on_epoch,
+            on_step,
+            stop_flag,
+        )
+        return self
+
+    def _run_trainer(
+        self, trainer, resuming, epochs, incremental, on_epoch, on_step, stop_flag
+    ) -> None:
+        """Run ``trainer`` with the progress bar and interrupt handling; settle the outcome."""
+        run = {
+            "consumed": 0,
+            "chars_base": self.n_chars_seen_ - trainer.progress.chars_seen,
+            # a resumed run's first record may complete a pass that max_time cut short
+            "continues": trainer.progress.epoch + 1 if resuming else None,
+        }
+        bar = self._progress_bar(epochs * trainer.steps_per_pass)
+        flag = stop_flag if stop_flag is not None else StopFlag()
+        early = bool(self.early_stopping) and not incremental
+        self.diverged_ = False
+
+        def step_done(tr, loss, gnorm, lr):
+            if bar is not None:
+                bar.update(1)
+                if tr.progress.step % 10 == 0:
+                    rate = tr.progress.chars_seen / max(tr.progress.elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{rate:,.0f}", refresh=False)
+            return on_step is not None and on_step(self, tr, loss, gnorm, lr)
+
+        def pass_done(tr, record):
+            self._absorb(tr, run)
+            self._keep_training_state(tr)
+            if self.verbose and int(self.verbose) >= 2:
+                from tqdm.auto import tqdm
+
+                tqdm.write(self._describe_record(record))
+            return on_epoch is not None and on_epoch(self, record)
+
+        try:
+            with graceful_interrupts(flag):
+                trainer.run(
+                    max_epochs=epochs,
+                    max_time=None if incremental else self.max_time,
+                    early_stopping=early,
+                    n_iter_no_change=self.n_iter_no_change if not incremental else 2**31,
+                    tol=self.tol,
+                    stop_flag=flag,
+                    on_step=step_done,
+                    on_epoch=pass_done,
+                )
+        except DivergedError as exc:
+            self.diverged_ = True
+            trainer.progress.stop_reason = "diverged"
+            warnings.warn(str(exc), ConvergenceWarning, stacklevel=4)
+        except KeyboardInterrupt:
+            trainer.progress.stop_reason = "interrupted"
+        finally:
+            if bar is not None:
+                bar.close()
+        self.stop_reason_ = trainer.progress.stop_reason
+        self._absorb(trainer, run)
+        self._keep_training_state(trainer)
+        interrupted = self.stop_reason_.startswith("interrupted")
+        if early and not interrupted:
+            # an interrupted run keeps its last weights, so that a resume continues from them
+            trainer.restore_best()
+        self._after_training(trainer)
+        if interrupted:
+            warnings.warn(
+                "Training interrupted; the weights trained so far are kept "
+                "(fit(..., resume=True) or `charrnn train --resume` continues).",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        elif self.stop_reason_ == "max_iter" and not incremental:
+            warnings.warn(
+                f"{type(self).__name__} stopped after max_iter={self.max_iter} passes before "
+                "its stopping rule was met; raise max_iter (or max_time) for a better fit",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+
+    def _reset_history(self, rng: np.random.Generator) -> None:
+        """Fresh training attributes for a new model."""
+        self._train_rng = np.random.default_rng(rng.integers(2**63))
+        self._optim_state = None
+        self._training_state = None
+        self.n_iter_ = 0
+        self.n_chars_seen_ = 0
+        self.loss_curve_ = []
+        self.validation_scores_ = None
+        self.best_validation_score_ = None
+        self.best_iteration_ = None
+        self.history_ = []
+        self.stop_reason_ = ""
+        self.diverged_ = False
+
+    def _check_shape_unchanged(self) -> None:
+        for name in self._shape_parameters:
+            current = getattr(self.config_, name)
+            if getattr(self, name) != current:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} differs from the fitted model's {current!r}; "
+                    "set warm_start=False to train a new model"
+                )
+
+    def _keep_training_state(self, trainer: Trainer) -> None:
+        """Remember what an exact resume and a later warm start need."""
+        self._optim_state = trainer.optimizer.state_dict()
+        self._training_state = (trainer.state_header(), trainer.state_arrays())
+
+    def _absorb(self, trainer: Trainer, run: dict) -> None:
+        """Copy the trainer's new history records and counters into the fitted attributes."""
+        p = trainer.progress
+        new = p.history[run["consumed"] :]
+        run["consumed"] = len(p.history)
+        previous = self.history_[-1] if self.history_ else None
+        self.history_.extend(new)
+        for rec in new:
+            # A pass cut short by max_time and completed after a resume is one iteration:
+            # its complete record (whose loss covers the whole pass) replaces the partial one.
+            last, previous = previous, rec
+            same_pass = (
+                run["continues"] == rec["pass"]
+                and last is not None
+                and last["partial"]
+                and last.get("pass", rec["pass"]) == rec["pass"]
+            )
+            run["continues"] = None
+            if same_pass:
+                self.loss_curve_[-1] = rec["train_loss"]
+            else:
+                self.n_iter_ += 1
+                self.loss_curve_.append(rec["train_loss"])
+            score = rec["val_score"]
+            if score is None:
+                continue
+            if self.validation_scores_ is None:
+                self.validation_scores_ = []
+            if same_pass and last["val_score"] is not None:
+                self.validation_scores_[-1] = score
+            else:
+                self.validation_scores_.append(score)
+            if self.best_validation_score_ is None or score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self.best_iteration_ = self.n_iter_
+        self.n_chars_seen_ = run["chars_base"] + p.chars_seen
+
+    def _describe_record(self, record: dict) -> str:
+        """One line about a pass, for ``verbose=2``."""
+        text = f"pass {self.n_iter_}: training loss {record['train_loss']:.4f}"
+        if record["val_score"] is not None:
+            text += f", validation score {record['val_score']:.4f}"
+        return text
+
+    def _progress_bar(self, total: int):
+        if not self.verbose:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="step", disable=None, dynamic_ncols=True, leave=True)
+
+    @property
+    def training_progress_(self) -> dict | None:
+        """Where the last ``fit`` stopped, or None when there is nothing to resume.
+
+        A dict with ``epoch`` (complete passes), ``chunk`` (next step of the current pass),
+        ``step`` (optimiser steps), ``elapsed`` (seconds of training) and ``chars_seen``:
+        what ``fit(..., resume=True)`` continues from.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        state = getattr(self, "_training_state", None)
+        if state is None:
+            return None
+        keys = ("epoch", "chunk", "step", "elapsed", "chars_seen")
+        return {k: state[0][k] for k in keys}

@@ -8,24 +8,18 @@ implements the scikit-learn API and persistence.
 
 from __future__ import annotations
 
-import math
-import time
-import warnings
-
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
-from tqdm.auto import tqdm
 
 from charrnn.data import textbatch
 from charrnn.data.vocab import CharVocab
 from charrnn.engine import seqclf
 from charrnn.engine.averaging import WeightAverage
-from charrnn.engine.optim import Adam, LRSchedule, clip_grad_norm
+from charrnn.engine.tasks import ClassificationTask
 from charrnn.estimators import transfer
-from charrnn.estimators.base import SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
 from charrnn.estimators.params import Boolean, Custom, Options, Param, Real
 from charrnn.io import load_arrays, save_arrays
 
@@ -54,38 +48,6 @@ def _labels_to_json(classes: np.ndarray) -> tuple[list, str]:
         f"{classes[0]!r}: labels must be str, int, float or bool; encode them first (e.g. with "
         "sklearn.preprocessing.LabelEncoder)"
     )
-
-
-class _Budget:
-    """Training progress in [0, 1]: the larger of steps taken / ``total_steps`` and the time
-    those steps took / ``max_time``; drives the learning-rate schedule and the time limit.
-
-    The time is read when a step ends (:meth:`step_done`), not when the next one asks for its
-    rate, so while the time budget does not bind the rates depend on the step count alone and a
-    seeded fit repeats exactly on a busy machine (as :class:`charrnn.engine.training.Trainer`).
-    """
-
-    def __init__(self, total_steps: int, max_time: float | None, schedule: LRSchedule) -> None:
-        self.start = time.perf_counter()
-        self.steps = 0
-        self.spent = 0.0  # seconds from the start to the end of the last step
-        self.total_steps = max(total_steps, 1)
-        self.max_time = max_time
-        self.schedule = schedule
-
-    def step_done(self) -> None:
-        self.steps += 1
-        self.spent = time.perf_counter() - self.start
-
-    def time_fraction(self) -> float:
-        return 0.0 if self.max_time is None else self.spent / self.max_time
-
-    def factor(self) -> float:
-        progress = max(self.steps / self.total_steps, self.time_fraction())
-        return self.schedule.factor(progress)
-
-    def time_is_up(self) -> bool:
-        return self.time_fraction() >= 1.0
 
 
 class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
@@ -211,7 +173,7 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
     """
 
     _parameter_constraints = {
-        **{k: v for k, v in SHARED_PARAMETERS.items() if k not in ("optimizer", "warm_start")},
+        **SHARED_PARAMETERS,
         "bidirectional": Param(Boolean(), "Read every text forwards and backwards."),
         "pooling": Param(Options(seqclf.POOLINGS), "Feature vector per text."),
         "aux_lm_weight": Param(Real(0.0), "Weight of the auxiliary language-modelling loss."),
@@ -238,6 +200,7 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         aux_lm_weight=0.0,
         batch_size=32,
         learning_rate=2e-3,
+        optimizer="adam",
         weight_decay=0.0,
         lr_schedule="constant",
         clip_norm=5.0,
@@ -250,6 +213,7 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         tol=1e-4,
         dtype="float32",
         random_state=None,
+        warm_start=False,
         verbose=0,
         init_from=None,
     ):
@@ -263,6 +227,7 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         self.aux_lm_weight = aux_lm_weight
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.clip_norm = clip_norm
@@ -275,6 +240,7 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         self.tol = tol
         self.dtype = dtype
         self.random_state = random_state
+        self.warm_start = warm_start
         self.verbose = verbose
         self.init_from = init_from
 
@@ -302,83 +268,37 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         empty = np.array([CharVocab.EOD_ID], dtype=self.vocab_.dtype)
         return [self.vocab_.encode(t) if t else empty for t in texts]
 
-    def _initialize(self, classes: np.ndarray, texts: list[str], rng) -> None:
-        if len(classes) < 2:
-            raise ValueError(
-                f"the classifier needs samples of at least 2 classes, got only {classes.tolist()!r}"
-            )
-        generators = transfer.resolve_sources(self.init_from, bool(self.bidirectional))
-        transfer.check_compatible(generators, self.cell, int(self.hidden_size), self.embedding_dim)
-        self.classes_ = classes
-        self.vocab_ = transfer.widen_vocab(CharVocab.fit(texts), generators)
-        self.config_ = seqclf.SeqClfConfig(
-            cell=self.cell,
-            vocab_size=self.vocab_.size,
-            n_classes=len(classes),
-            hidden_size=int(self.hidden_size),
-            num_layers=int(self.num_layers),
-            embedding_dim=None if self.embedding_dim is None else int(self.embedding_dim),
-            bidirectional=bool(self.bidirectional),
-            pooling=self.pooling,
-            dropout=float(self.dropout),
-            dtype=self.dtype,
-            aux_lm_weight=float(self.aux_lm_weight),
-        )
-        self.params_ = seqclf.init_params(self.config_, rng)
-        transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
-        self._optimizer = Adam(self.params_, lr=self.learning_rate)
-        self._average = None
-        self.averaged_params_ = None
-        self._train_rng = rng
-        self.n_iter_ = 0
-        self.loss_curve_ = []
-        self.validation_scores_ = None
-        self.best_validation_score_ = None
-        self._best_loss = math.inf
-        self._no_improvement = 0
-
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X, y, validation_data=None):
-        """Train from scratch on texts ``X`` (iterable of str) with labels ``y``. Returns self.
+        """Train on texts ``X`` (iterable of str) with labels ``y``. Returns self.
 
         Parameters
         ----------
         X : iterable of str
         y : array-like, shape (n_samples,)
         validation_data : (X_val, y_val), optional
-            Texts and labels scored after every epoch instead of a random
+            Texts and labels scored after every pass instead of a random
             ``validation_fraction`` of ``X`` (as Keras' ``fit(validation_data=...)``): use it
             when a random split would leak, e.g. texts from the same source on both sides.
             Its labels must occur in ``y``.
         """
-        self._validate_params()
-        texts, y = self._check_xy(X, y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        rng = self._rng()
-        train, val = np.arange(len(texts)), None
-        all_texts = texts
-        if validation_data is not None:
-            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            val_texts, y_val = self._check_xy(*validation_data, name="validation_data")
-            val_idx = self._label_indices(y_val, classes, "validation_data")
-            val = np.arange(len(texts), len(texts) + len(val_texts))
-            all_texts, y_idx = texts + val_texts, np.concatenate([y_idx, val_idx])
-        elif self.early_stopping and self.validation_fraction > 0 and len(classes) > 1:
-            train, val = textbatch.stratified_split(y_idx, self.validation_fraction, rng)
-        self._initialize(classes, texts, rng)
-        if val is not None:
-            self.validation_scores_ = []
-        seqs = self._encode(all_texts)
-        converged = self._run(seqs, y_idx, train, val, int(self.max_iter), self.lr_schedule)
-        if not converged:
-            warnings.warn(
-                f"CharRNNClassifier stopped after max_iter={self.max_iter} epochs without "
-                "converging; raise max_iter for a better fit",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-        return self
+        return self._fit(X, y, validation_data=validation_data)
+
+    def partial_fit(self, X, y, classes=None):
+        """One pass over ``(X, y)``, continuing from the current weights. Returns self.
+
+        Parameters
+        ----------
+        X : iterable of str
+        y : array-like, shape (n_samples,)
+        classes : array-like, shape (n_classes,), optional
+            Every label that will ever occur; required on the first call (as for
+            ``SGDClassifier``), and if given later it must equal ``classes_``. The vocabulary
+            is built from the first call's ``X``.
+        """
+        if classes is None and not hasattr(self, "classes_"):
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        return self._fit(X, y, incremental=True, classes=classes)
 
     @staticmethod
     def _label_indices(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
@@ -395,84 +315,90 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
             )
         return idx
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over ``(X, y)``, continuing from the current weights. Returns self.
-
-        Parameters
-        ----------
-        X : iterable of str
-        y : array-like, shape (n_samples,)
-        classes : array-like, shape (n_classes,), optional
-            Every label that will ever occur; required on the first call (as for
-            ``SGDClassifier``), and if given later it must equal ``classes_``. The vocabulary
-            is built from the first call's ``X``.
-        """
-        self._validate_params()
+    # -- what the base's training loop asks of a classifier --------------------------------
+    def _check_training_data(self, X, y, validation_data=None, classes=None):
         texts, y = self._check_xy(X, y)
-        first = not hasattr(self, "classes_")
+        data = {"texts": texts, "y": y, "classes": None, "validation": None}
         if classes is not None:
-            classes = np.unique(column_or_1d(classes))
-        if first:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit")
-            self._initialize(classes, texts, self._rng())
-        elif classes is not None and not np.array_equal(classes, self.classes_):
-            raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r}")
-        y_idx = self._label_indices(y, self.classes_, "y")
-        self._run(self._encode(texts), y_idx, np.arange(len(texts)), None, 1)
-        return self
+            data["classes"] = np.unique(column_or_1d(classes))
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            data["validation"] = self._check_xy(*validation_data, name="validation_data")
+        return data
 
-    def _run(self, seqs, y_idx, train, val, epochs: int, schedule: str = "constant") -> bool:
-        """Train up to ``epochs`` epochs on ``train`` (indices into ``seqs``), evaluating on
-        ``val`` (indices or None) after each; True when something other than the epoch cap
-        (a stopping criterion, ``max_time``, Ctrl-C) ended training."""
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
-        n_batches = math.ceil(len(train) / self.batch_size)
-        self._budget = _Budget(epochs * n_batches, self.max_time, LRSchedule(schedule))
-        # the parameter as it is now: set_params may have changed it since the optimiser (or
-        # the model file it came from) was made
-        self._optimizer.weight_decay = float(self.weight_decay or 0.0)
-        bar = tqdm(total=epochs * n_batches, unit="batch", disable=None if self.verbose else True)
-        self._sync_average()
-        self._best_params = None
-        stop = False
-        try:
-            for _ in range(epochs):
-                loss, out_of_time = self._epoch(seqs, y_idx, train, lengths, bar)
-                self._refresh_average()
-                self.n_iter_ += 1
-                self.loss_curve_.append(loss)
-                val_data = None if val is None else ([seqs[i] for i in val], y_idx[val])
-                stop = self._end_of_epoch(val_data) or out_of_time
-                if stop:
-                    break
-        except KeyboardInterrupt:
-            warnings.warn(
-                "training interrupted by the user; keeping the weights trained so far",
-                UserWarning,
-                stacklevel=3,
+    def _initialise_model(self, data, rng):
+        classes = data["classes"] if data["classes"] is not None else np.unique(data["y"])
+        if len(classes) < 2:
+            raise ValueError(
+                f"the classifier needs samples of at least 2 classes, got only {classes.tolist()!r}"
             )
-            stop = True
-        finally:
-            bar.close()
-        if self._best_params is not None:
-            best_params, best_average = self._best_params
-            for k, v in best_params.items():
-                np.copyto(self.params_[k], v)  # in place: the optimiser holds these arrays
-            if best_average is not None:
-                self._average.load_state_dict(best_average)
-        self._refresh_average()  # also after an interrupted epoch
-        self._best_params = self._budget = None
-        return stop
+        generators = transfer.resolve_sources(self.init_from, bool(self.bidirectional))
+        transfer.check_compatible(generators, self.cell, int(self.hidden_size), self.embedding_dim)
+        self.classes_ = classes
+        self.vocab_ = transfer.widen_vocab(CharVocab.fit(data["texts"]), generators)
+        self.config_ = seqclf.SeqClfConfig(
+            cell=self.cell,
+            vocab_size=self.vocab_.size,
+            n_classes=len(classes),
+            hidden_size=int(self.hidden_size),
+            num_layers=int(self.num_layers),
+            embedding_dim=None if self.embedding_dim is None else int(self.embedding_dim),
+            bidirectional=bool(self.bidirectional),
+            pooling=self.pooling,
+            dropout=float(self.dropout),
+            dtype=self.dtype,
+            aux_lm_weight=float(self.aux_lm_weight),
+        )
+        self.params_ = seqclf.init_params(self.config_, rng)
+        transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
+        self._average = None
+        self.averaged_params_ = None
 
-    def _sync_average(self) -> None:
+    def _check_warm_start(self, data):
+        classes = data["classes"]
+        if classes is not None and not np.array_equal(classes, self.classes_):
+            raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r}")
+
+    def _make_task(self, data, *, validation, rng):
+        texts = data["texts"]
+        y_idx = self._label_indices(data["y"], self.classes_, "y")
+        train, val = np.arange(len(texts)), np.arange(0)
+        if validation and data["validation"] is not None:
+            val_texts, y_val = data["validation"]
+            val_idx = self._label_indices(y_val, self.classes_, "validation_data")
+            val = np.arange(len(texts), len(texts) + len(val_texts))
+            texts, y_idx = texts + val_texts, np.concatenate([y_idx, val_idx])
+        elif validation and self.validation_fraction > 0:
+            train, val = textbatch.stratified_split(y_idx, self.validation_fraction, rng)
+        return ClassificationTask(
+            self.config_,
+            self._encode(texts),
+            y_idx,
+            train,
+            val,
+            batch_size=self.batch_size,
+            predict_logits=self._logits_with,
+        )
+
+    def _make_average(self):
         """Match the weight average to ``ema_momentum``, which ``set_params`` may have changed
-        since the last call: drop it, or start a new one from the next step on."""
+        since the last fit: drop it, or start a new one from the next step on."""
         m = self.ema_momentum
         if m is None:
             self._average = self.averaged_params_ = None
         elif self._average is None or self._average.momentum != float(m):
             self._average = WeightAverage(self.params_, float(m))
+        return self._average
+
+    def _after_training(self, trainer):
+        self._refresh_average()
+
+    def _describe_record(self, record):
+        text = f"pass {self.n_iter_}: loss {record['train_loss']:.4f}"
+        if record["val_score"] is not None:
+            text += f", validation accuracy {record['val_score']:.4f}"
+        return text
 
     def _refresh_average(self) -> None:
         """Write the current average into ``averaged_params_`` (None without one)."""
@@ -488,74 +414,19 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         """The weights predictions use: the average when there is one."""
         return self.params_ if self.averaged_params_ is None else self.averaged_params_
 
-    def _epoch(self, seqs, y_idx, train, lengths, bar) -> tuple[float, bool]:
-        """One pass over ``train`` in length-bucketed batches; (mean loss, out of time)."""
-        total, seen = 0.0, 0
-        for batch in textbatch.bucket_batches(
-            lengths[train], int(self.batch_size), self._train_rng
-        ):
-            idx = train[batch]
-            ids, lens = seqclf.pad_batch([seqs[i] for i in idx])
-            loss, grads = seqclf.loss_and_grads(
-                self.params_, self.config_, ids, lens, y_idx[idx], self._train_rng
-            )
-            if not math.isfinite(loss):
-                raise ValueError(
-                    "training diverged (the loss is not finite); lower learning_rate or set "
-                    "clip_norm"
-                )
-            clip_grad_norm(grads, self.clip_norm)
-            self._optimizer.step(grads, lr=float(self.learning_rate) * self._budget.factor())
-            if self._average is not None:
-                self._average.update(self.params_)
-            self._budget.step_done()
-            total += loss * len(idx)
-            seen += len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-            if self._budget.time_is_up():
-                return total / seen, True
-        return total / seen, False
-
-    def _end_of_epoch(self, val_data) -> bool:
-        """Record the epoch's validation score (or training loss); True to stop training."""
-        message = f"epoch {self.n_iter_}: loss {self.loss_curve_[-1]:.4f}"
-        if val_data is not None:
-            score = self._accuracy(*val_data)
-            message += f", validation accuracy {score:.4f}"
-            previous = self.validation_scores_
-            improved = not previous or score >= max(previous) + self.tol
-            if not previous or score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                if self.early_stopping:
-                    self._best_params = (
-                        {k: v.copy() for k, v in self.params_.items()},
-                        None if self._average is None else self._average.state_dict(),
-                    )
-            previous.append(score)
-        if val_data is None or not self.early_stopping:
-            # without early stopping on a validation set, stop when the training loss stalls
-            improved = self.loss_curve_[-1] <= self._best_loss - self.tol
-            self._best_loss = min(self._best_loss, self.loss_curve_[-1])
-        self._no_improvement = 0 if improved else self._no_improvement + 1
-        if self.verbose >= 2:
-            tqdm.write(message)
-        return self._no_improvement >= self.n_iter_no_change
-
     # -- prediction -------------------------------------------------------------------------
     def _logits(self, seqs: list[np.ndarray]) -> np.ndarray:
-        """(n_samples, n_classes) logits, computed in length-sorted batches."""
+        """(n_samples, n_classes) logits of the weights predictions use."""
+        return self._logits_with(self._inference_params(), seqs)
+
+    def _logits_with(self, params: dict, seqs: list[np.ndarray]) -> np.ndarray:
+        """(n_samples, n_classes) logits of ``params``, computed in length-sorted batches."""
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
         out = np.empty((len(seqs), len(self.classes_)), dtype=np.float64)
-        params = self._inference_params()
         for batch in textbatch.inference_batches(lengths):
             ids, lens = seqclf.pad_batch([seqs[i] for i in batch])
             out[batch] = seqclf.forward(params, self.config_, ids, lens)[0]
         return out
-
-    def _accuracy(self, seqs: list[np.ndarray], targets: np.ndarray) -> float:
-        """Share of ``seqs`` whose most probable class index equals ``targets``."""
-        return float(np.mean(self._logits(seqs).argmax(axis=1) == targets))
 
     def _texts_logits(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -606,13 +477,11 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
             "vocab": self.vocab_.to_dict(),
             "classes": labels,
             "classes_dtype": labels_dtype,
-            "n_iter": self.n_iter_,
-            "loss_curve": self.loss_curve_,
-            "validation_scores": self.validation_scores_,
-            "best_validation_score": self.best_validation_score_,
+            "fitted": {name: getattr(self, name) for name in FITTED_HISTORY},
+            "train_rng": self._train_rng.bit_generator.state,
         }
         arrays = {f"param/{k}": v for k, v in self.params_.items()}
-        arrays |= {f"optim/{k}": v for k, v in self._optimizer.state_dict().items()}
+        arrays |= {f"optim/{k}": v for k, v in (self._optim_state or {}).items()}
         if self._average is not None:
             arrays |= {f"average/{k}": v for k, v in self._average.state_dict().items()}
         save_arrays(path, header, arrays)
@@ -634,25 +503,29 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
             if arr is None or arr.shape != ref.shape:
                 raise ValueError(f"model file is missing parameter {k!r} or has the wrong shape")
             est.params_[k] = arr.astype(ref.dtype, copy=True)
-        est._optimizer = Adam(est.params_, lr=est.learning_rate)
         state = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
-        if state:
-            est._optimizer.load_state_dict(state)
+        est._optim_state = state or None
+        est._training_state = None
         est._average = est.averaged_params_ = None
         average = {k[len("average/") :]: v for k, v in arrays.items() if k.startswith("average/")}
         if average:
             # the file's own momentum: set_params may have changed ema_momentum after the last
-            # fit, which takes effect at the next one (_sync_average)
+            # fit, which takes effect at the next one (_make_average)
             est._average = WeightAverage.from_state_dict(est.params_, average)
             est._refresh_average()
-        est._train_rng = est._rng()
-        est.n_iter_ = int(header["n_iter"])
-        est.loss_curve_ = list(header["loss_curve"])
-        scores = header["validation_scores"]
-        est.validation_scores_ = None if scores is None else list(scores)
-        est.best_validation_score_ = header["best_validation_score"]
-        est._best_loss = min(est.loss_curve_, default=math.inf)
-        est._no_improvement = 0
+        est._train_rng = np.random.default_rng()
+        if "train_rng" in header:
+            est._train_rng.bit_generator.state = header["train_rng"]
+        if "fitted" in header:
+            for name in FITTED_HISTORY:
+                setattr(est, name, header["fitted"][name])
+        else:  # written by charrnn 0.1.0
+            est.n_iter_ = int(header["n_iter"])
+            est.loss_curve_ = list(header["loss_curve"])
+            est.validation_scores_ = header["validation_scores"]
+            est.best_validation_score_ = header["best_validation_score"]
+            est.n_chars_seen_, est.best_iteration_, est.history_ = 0, None, []
+            est.stop_reason_, est.diverged_ = "", False
         return est
 
 

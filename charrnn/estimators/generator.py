@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
@@ -18,26 +15,15 @@ from charrnn.data.batches import split_train_validation
 from charrnn.data.textfile import TextCorpus
 from charrnn.data.vocab import CharVocab
 from charrnn.engine import network
-from charrnn.engine.optim import LRSchedule
-from charrnn.engine.training import DivergedError, StopFlag, Trainer, graceful_interrupts
-from charrnn.estimators.base import SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.engine.tasks import LanguageModelTask
+from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
 from charrnn.estimators.params import Integer, Param, as_generator
 from charrnn.io import check_writable, save_arrays
 from charrnn.parallel.blas import scoring_threads
 
-_FITTED_SCALARS = (
-    "n_iter_",
-    "n_chars_seen_",
-    "loss_curve_",
-    "validation_scores_",
-    "best_validation_score_",
-    "history_",
-    "stop_reason_",
-    "diverged_",
-    # set by `charrnn train`: {"source", "n_chars", "sha256"} of the text, so --resume can
-    # check it is given the same corpus; None for models fitted through the Python API
-    "training_corpus_",
-)
+# set by `charrnn train`: {"source", "n_chars", "sha256"} of the text, so --resume can check it
+# is given the same corpus; None for models fitted through the Python API
+_FITTED_SCALARS = (*FITTED_HISTORY, "training_corpus_")
 
 
 def _json_safe_params(est) -> dict:
@@ -278,116 +264,21 @@ class CharRNNGenerator(RecurrentEstimator):
             schedule position, epoch and chunk, carried state and random generator.
         """
         return self._fit(
-            X, False, on_epoch=on_epoch, on_step=on_step, stop_flag=stop_flag, resume=resume
+            X, y, resume=resume, on_epoch=on_epoch, on_step=on_step, stop_flag=stop_flag
         )
 
     def partial_fit(self, X, y=None):
-        """One more pass over X, keeping weights and optimiser state. Returns self."""
-        return self._fit(X, incremental=True)
+        """One more pass over all of X at the constant ``learning_rate``. Returns self."""
+        return self._fit(X, y, incremental=True)
 
-    def _fit(self, X, incremental, on_epoch=None, on_step=None, stop_flag=None, resume=False):
-        self._validate_params()
+    # -- what the base's training loop asks of a generator ---------------------------------
+    def _check_training_data(self, X, y=None):
         # A TextCorpus (a file too big to hold as a str) gives its vocabulary and a read-only
-        # memmap of its ids, so neither the text nor its ids are ever loaded whole; the rest of
-        # training only slices ``ids`` and runs the same either way.
-        corpus = X if isinstance(X, TextCorpus) else None
-        docs = check_documents(X) if corpus is None else None
-        resuming = resume and getattr(self, "_training_state", None) is not None
-        continuing = resuming or ((incremental or self.warm_start) and hasattr(self, "params_"))
-        if continuing:
-            self._check_compatible()
-        else:
-            self._initialise(docs, vocab=None if corpus is None else corpus.vocab())
-        ids = self.vocab_.encode_documents(docs) if corpus is None else corpus.ids(self.vocab_)
-        train_ids, val_ids = split_train_validation(ids, self.validation_fraction)
-        use_val = self.validation_fraction > 0 and len(val_ids) >= 2
-        early = bool(self.early_stopping and use_val)
-        schedule = LRSchedule("constant") if incremental else LRSchedule(self.lr_schedule)
-        trainer = Trainer(
-            self.params_,
-            self.config_,
-            train_ids,
-            val_ids if use_val else val_ids[:0],
-            batch_size=self.batch_size,
-            seq_length=self.seq_length,
-            optimizer=self.optimizer,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            clip_norm=self.clip_norm,
-            schedule=schedule,
-            rng=self._train_rng,
-        )
-        if resuming:
-            trainer.load_state(*self._training_state)
-        elif continuing and self._optim_state is not None:
-            # another optimiser than last time: its state starts afresh
-            with contextlib.suppress(ValueError):
-                trainer.optimizer.load_state_dict(self._optim_state)
-        if continuing and self.weight_decay is not None:
-            # a loaded state brings back the decay it was saved with; the parameter wins
-            trainer.optimizer.weight_decay = self.weight_decay
-        epochs = 1 if incremental else self.max_iter
-        if incremental:
-            trainer.progress.epoch = 0
-        run = {"consumed": 0, "chars_base": self.n_chars_seen_ - trainer.progress.chars_seen}
-        bar = self._progress_bar(trainer, epochs)
-        flag = stop_flag if stop_flag is not None else StopFlag()
-        self.diverged_ = False
+        # memmap of its ids, so neither the text nor its ids are ever loaded whole.
+        return X if isinstance(X, TextCorpus) else check_documents(X)
 
-        def step_cb(tr, loss, gnorm, lr):
-            if bar is not None:
-                bar.update(1)
-                if tr.progress.step % 10 == 0:
-                    rate = tr.progress.chars_seen / max(tr.progress.elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{rate:,.0f}", refresh=False)
-            return on_step is not None and on_step(self, tr, loss, gnorm, lr)
-
-        def epoch_cb(tr, record):
-            self._absorb(tr, run)
-            self._keep_training_state(tr)
-            if bar is not None and record["val_loss"] is not None:
-                bar.set_postfix(val=f"{record['val_loss']:.3f}", refresh=False)
-            return on_epoch is not None and on_epoch(self, record)
-
-        try:
-            with graceful_interrupts(flag):
-                trainer.run(
-                    max_epochs=epochs,
-                    max_time=self.max_time,
-                    early_stopping=early,
-                    n_iter_no_change=self.n_iter_no_change,
-                    tol=self.tol,
-                    stop_flag=flag,
-                    on_step=step_cb,
-                    on_epoch=epoch_cb,
-                )
-            self.stop_reason_ = trainer.progress.stop_reason
-        except DivergedError as exc:
-            self.diverged_ = True
-            self.stop_reason_ = "diverged"
-            warnings.warn(str(exc), ConvergenceWarning, stacklevel=3)
-        except KeyboardInterrupt:
-            trainer.progress.stop_reason = self.stop_reason_ = "interrupted"
-        finally:
-            if bar is not None:
-                bar.close()
-        self._absorb(trainer, run)
-        self._keep_training_state(trainer)
-        if early and not self.diverged_ and not self.stop_reason_.startswith("interrupted"):
-            trainer.restore_best()
-        if self.stop_reason_.startswith("interrupted"):
-            warnings.warn(
-                "Training interrupted; the weights trained so far are kept "
-                "(fit(..., resume=True) or `charrnn train --resume` continues).",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return self
-
-    def _initialise(self, docs: list[str] | None, vocab: CharVocab | None = None) -> None:
-        """Vocabulary (``vocab``, else fitted on ``docs``), network and empty history."""
-        rng = self._rng()
-        self.vocab_ = vocab if vocab is not None else CharVocab.fit(docs)
+    def _initialise_model(self, data, rng):
+        self.vocab_ = data.vocab() if isinstance(data, TextCorpus) else CharVocab.fit(data)
         self.classes_ = np.array(self.vocab_.symbols)
         self.config_ = network.NetworkConfig(
             cell=self.cell,
@@ -399,72 +290,27 @@ class CharRNNGenerator(RecurrentEstimator):
             dtype=self.dtype,
         )
         self.params_ = network.init_params(self.config_, rng)
-        self._train_rng = np.random.default_rng(rng.integers(2**63))
-        self._optim_state = None
-        self._training_state = None
-        self.n_iter_ = 0
-        self.n_chars_seen_ = 0
-        self.loss_curve_ = []
-        self.validation_scores_ = []
-        self.history_ = []
-        self.best_validation_score_ = None
-        self.stop_reason_ = ""
-        self.diverged_ = False
 
-    @property
-    def training_progress_(self) -> dict | None:
-        """Where the last ``fit`` stopped, or None when there is nothing to resume.
+    def _make_task(self, data, *, validation, rng):
+        if isinstance(data, TextCorpus):
+            ids = data.ids(self.vocab_)
+        else:
+            ids = self.vocab_.encode_documents(data)
+        fraction = self.validation_fraction if validation else 0.0
+        train_ids, val_ids = split_train_validation(ids, fraction)
+        return LanguageModelTask(
+            self.config_,
+            train_ids,
+            val_ids,
+            batch_size=self.batch_size,
+            seq_length=self.seq_length,
+        )
 
-        A dict with ``epoch`` (complete passes), ``chunk`` (next step of the current pass),
-        ``step`` (optimiser steps), ``elapsed`` (seconds of training) and ``chars_seen``:
-        what ``fit(..., resume=True)`` continues from.
-        """
-        check_is_fitted(self)
-        state = getattr(self, "_training_state", None)
-        if state is None:
-            return None
-        keys = ("epoch", "chunk", "step", "elapsed", "chars_seen")
-        return {k: state[0][k] for k in keys}
-
-    def _keep_training_state(self, trainer) -> None:
-        """Remember what an exact resume needs (saved with the model)."""
-        self._optim_state = trainer.optimizer.state_dict()
-        self._training_state = (trainer.state_header(), trainer.state_arrays())
-
-    def _absorb(self, trainer, run: dict) -> None:
-        """Copy the trainer's new history records and counters into fitted attributes."""
-        p = trainer.progress
-        new = p.history[run["consumed"] :]
-        run["consumed"] = len(p.history)
-        self.history_.extend(new)
-        for rec in new:
-            if not rec["partial"]:
-                self.n_iter_ += 1
-                self.loss_curve_.append(rec["train_loss"])
-            if rec["val_loss"] is not None:
-                score = -rec["val_loss"]
-                self.validation_scores_.append(score)
-                if self.best_validation_score_ is None or score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-        self.n_chars_seen_ = run["chars_base"] + p.chars_seen
-
-    def _check_compatible(self) -> None:
-        fixed = ("cell", "hidden_size", "num_layers", "embedding_dim", "dtype")
-        for name in fixed:
-            current = getattr(self.config_, name)
-            if getattr(self, name) != current:
-                raise ValueError(
-                    f"{name}={getattr(self, name)!r} differs from the fitted model's {current!r}; "
-                    "set warm_start=False to train a new model"
-                )
-
-    def _progress_bar(self, trainer, epochs):
-        if not self.verbose:
-            return None
-        from tqdm.auto import tqdm
-
-        total = epochs * trainer.batches.n_chunks
-        return tqdm(total=total, unit="step", disable=None, dynamic_ncols=True, leave=True)
+    def _describe_record(self, record):
+        text = f"pass {self.n_iter_}: training loss {record['train_loss']:.4f} nats/char"
+        if record["val_loss"] is not None:
+            text += f", validation loss {record['val_loss']:.4f}"
+        return text
 
     # -- scoring ----------------------------------------------------------------------------
     def _loglik(self, docs: list[str]) -> np.ndarray:
@@ -747,7 +593,8 @@ class CharRNNGenerator(RecurrentEstimator):
         for name in _FITTED_SCALARS:
             setattr(est, name, fitted.get(name))
         est.loss_curve_ = list(est.loss_curve_ or [])
-        est.validation_scores_ = list(est.validation_scores_ or [])
+        # 0.1.0 wrote [] for a model never validated
+        est.validation_scores_ = list(est.validation_scores_) if est.validation_scores_ else None
         est.history_ = list(est.history_ or [])
         est._train_rng = np.random.default_rng()
         est._train_rng.bit_generator.state = train_rng_state

@@ -1,0 +1,285 @@
+"""Training tasks: what one optimiser step computes, for each kind of model.
+
+The one training loop (:class:`charrnn.engine.training.Trainer`) knows nothing of text,
+labels or hidden state; it asks a task for the batches of a pass, the loss and gradients of a
+batch, and a validation score. A task is any object with the attributes and methods of
+:class:`TrainingTask`; this module holds the two the estimators use:
+
+:class:`LanguageModelTask`
+    Truncated BPTT over one long text cut into parallel streams (char-rnn's scheme), the
+    hidden state carried from one chunk to the next, the streams split into groups that run
+    on all cores (:mod:`charrnn.parallel`). Validation: mean log-likelihood per character.
+:class:`ClassificationTask`
+    Texts of any lengths in length-bucketed, right-padded batches, reshuffled every pass.
+    Validation: accuracy.
+
+Every score is "higher is better", so early stopping reads them all the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+from charrnn.data import textbatch
+from charrnn.data.batches import BPTTBatches
+from charrnn.engine import network, seqclf
+from charrnn.parallel.blas import blas_pool_size, scoring_threads
+from charrnn.parallel.groups import StreamGroups, group_slices, plan_groups
+
+__all__ = [
+    "ClassificationTask",
+    "LanguageModelTask",
+    "TrainingTask",
+    "stream_loss",
+    "stream_loss_on_all_cores",
+]
+
+
+class TrainingTask(Protocol):
+    """What :class:`~charrnn.engine.training.Trainer` needs from a model and its data."""
+
+    #: optimiser steps in one full pass over the training data
+    steps_per_pass: int
+    #: True when :meth:`loss_and_grads` can split a batch over cores (``parallel=True``)
+    can_parallel: bool
+    #: True when there is validation data (:meth:`validation_score` returns a number)
+    has_validation: bool
+
+    def batches(self, start: int, rng: np.random.Generator) -> Iterator[tuple[int, object]]:
+        """Yield ``(k, batch)`` for steps ``k = start ..`` of the current pass."""
+
+    def loss_and_grads(self, params, batch, rng, parallel: bool) -> tuple[float, dict, int, int]:
+        """``(mean loss, gradients, weight, characters read)`` of one batch; ``weight`` is the
+        batch's share in the mean training loss of a pass (its number of items)."""
+
+    def commit_step(self) -> None:
+        """The step was applied: keep what it carries over (e.g. the hidden state)."""
+
+    def validation_score(self, params, parallel: bool) -> float:
+        """The validation score of ``params`` (higher is better); nan without validation."""
+
+    def record_fields(self, score: float | None) -> dict:
+        """Extra fields for a history record (e.g. the score as a loss)."""
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """What an exact resume needs beyond the weights and the loop's counters."""
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_arrays`."""
+
+    def close(self) -> None:
+        """Release worker processes or other resources."""
+
+
+# -- language model ---------------------------------------------------------------------------
+def stream_loss(
+    params: dict,
+    config: network.NetworkConfig,
+    ids: np.ndarray,
+    n_streams: int = 128,
+    n_threads: int = 1,
+) -> float:
+    """Mean negative log-likelihood per character of ``ids`` read as parallel streams.
+
+    The validation measure of char-rnn: the text is cut into ``n_streams`` contiguous streams
+    read side by side with carried state, so a long text is scored with batched GEMMs.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (N,)
+    n_streams : int
+        Streams (fewer for short texts: at least 256 characters each).
+    n_threads : int
+        Score groups of streams in this many threads (the streams are independent, so the
+        groups never wait for each other). The caller limits BLAS to one thread per call
+        first; the result agrees with ``n_threads=1`` up to floating-point rounding.
+
+    Returns
+    -------
+    float
+        nats per character, or nan when ``ids`` has fewer than 2 symbols.
+    """
+    n = len(ids) - 1
+    if n < 1:
+        return math.nan
+    B = max(1, min(n_streams, n // 256))
+    L = n // B
+    streams = np.asarray(ids[: B * L + 1])
+    inputs_all = streams[:-1].reshape(B, L)
+    targets_all = np.asarray(ids[1 : B * L + 1]).reshape(B, L)
+    groups = group_slices(B, max(1, min(int(n_threads), B)))
+
+    def nll_sum(lo: int, hi: int) -> float:
+        state = network.init_state(config, hi - lo)
+        total, T = 0.0, 256
+        for start in range(0, L, T):
+            inp = np.ascontiguousarray(inputs_all[lo:hi, start : start + T].T, dtype=np.intp)
+            tgt = np.ascontiguousarray(targets_all[lo:hi, start : start + T].T, dtype=np.intp)
+            logits, state, _ = network.forward_logits(params, config, inp, state)
+            logp = network.log_softmax(logits)
+            picked = np.take_along_axis(logp, tgt[..., None], axis=-1)
+            total -= float(picked.sum(dtype=np.float64))
+        return total
+
+    if len(groups) == 1:
+        total = nll_sum(0, B)
+    else:
+        with ThreadPoolExecutor(len(groups) - 1) as pool:
+            futures = [pool.submit(nll_sum, g.start, g.stop) for g in groups[1:]]
+            total = nll_sum(groups[0].start, groups[0].stop) + sum(f.result() for f in futures)
+    return total / (B * L)
+
+
+def stream_loss_on_all_cores(
+    params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 128
+) -> float:
+    """:func:`stream_loss` with one group of streams per thread of the BLAS pool, BLAS limited
+    to one thread meanwhile (:func:`charrnn.parallel.blas.scoring_threads`; on two idle cores
+    this halved the time of a validation pass)."""
+    with scoring_threads() as threads:
+        return stream_loss(params, config, ids, n_streams, n_threads=threads)
+
+
+class LanguageModelTask:
+    """Next-character prediction by truncated BPTT over one integer text.
+
+    Parameters
+    ----------
+    config : NetworkConfig
+    train_ids, val_ids : ndarray of int, shape (N,) and (M,)
+        ``val_ids`` may be empty (no validation). Either may be an ``np.memmap``.
+    batch_size, seq_length : int
+        Parallel streams and steps per truncated-BPTT chunk.
+    """
+
+    can_parallel = True
+
+    def __init__(self, config, train_ids, val_ids, *, batch_size: int, seq_length: int):
+        self.config = config
+        self.batches_ = BPTTBatches(train_ids, batch_size, seq_length)
+        self.val_ids = val_ids
+        self.steps_per_pass = self.batches_.n_chunks
+        self.has_validation = len(val_ids) >= 2
+        self.state = network.init_state(config, batch_size)
+        self._next_state = self.state
+        # the batch's streams split into one group per core, fixed for the whole run so that
+        # results do not depend on how the groups were run (see charrnn.parallel)
+        self.groups = StreamGroups(batch_size, plan_groups(batch_size, blas_pool_size()))
+        self.can_parallel = self.groups.n_groups > 1
+
+    def batches(self, start, rng):
+        for k, inputs, targets in self.batches_.iter_from(start):
+            yield k, (inputs, targets)
+
+    def loss_and_grads(self, params, batch, rng, parallel):
+        inputs, targets = batch
+        loss, grads, self._next_state = self.groups.loss_and_grads(
+            params, self.config, inputs, targets, self.state, rng, train=True, parallel=parallel
+        )
+        chars = self.batches_.chars_per_chunk
+        return loss, grads, chars, chars
+
+    def commit_step(self):
+        self.state = self._next_state
+
+    def validation_score(self, params, parallel):
+        if not self.has_validation:
+            return math.nan
+        # groups of streams in parallel when the step runs that way (BLAS is on one thread then)
+        threads = self.groups.n_groups if parallel else 1
+        return -stream_loss(params, self.config, self.val_ids, n_threads=threads)
+
+    def record_fields(self, score):
+        return {"val_loss": None if score is None else -score}
+
+    def state_arrays(self):
+        return {
+            f"hidden/{k}.{j}": a for k, layer in enumerate(self.state) for j, a in enumerate(layer)
+        }
+
+    def load_state_arrays(self, arrays):
+        hidden = [
+            tuple(arrays.get(f"hidden/{k}.{j}") for j in range(len(layer)))
+            for k, layer in enumerate(self.state)
+        ]
+        shape = self.state[0][0].shape
+        # a checkpoint written with another batch size starts from a zero state
+        if all(a is not None and a.shape == shape for lay in hidden for a in lay):
+            self.state = [tuple(a.astype(self.config.dtype) for a in lay) for lay in hidden]
+
+    def close(self):
+        self.groups.close()
+
+
+# -- classification ---------------------------------------------------------------------------
+class ClassificationTask:
+    """Texts with class labels in length-bucketed batches, reshuffled every pass.
+
+    Parameters
+    ----------
+    config : SeqClfConfig
+    seqs : list of ndarray of int
+        Every text's ids, the training and the validation texts together.
+    targets : ndarray of int, shape (n_texts,)
+        Class index of each text.
+    train, val : ndarray of int
+        Indices into ``seqs`` for training and validation (``val`` may be empty).
+    batch_size : int
+    predict_logits : callable(params, seqs) -> ndarray (n, n_classes)
+        How the estimator computes logits (for the validation accuracy).
+    """
+
+    can_parallel = False
+
+    def __init__(self, config, seqs, targets, train, val, *, batch_size, predict_logits):
+        self.config = config
+        self.seqs = seqs
+        self.targets = targets
+        self.train = np.asarray(train, dtype=np.intp)
+        self.val = np.asarray(val, dtype=np.intp)
+        self.batch_size = int(batch_size)
+        self.predict_logits = predict_logits
+        self.lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
+        self.steps_per_pass = math.ceil(len(self.train) / self.batch_size)
+        self.has_validation = len(self.val) > 0
+        self._order: list | None = None
+
+    def batches(self, start, rng):
+        if start == 0 or self._order is None:
+            # a new pass: a new order, drawn from the training generator
+            self._order = textbatch.bucket_batches(self.lengths[self.train], self.batch_size, rng)
+        for k in range(start, len(self._order)):
+            yield k, self.train[self._order[k]]
+
+    def loss_and_grads(self, params, batch, rng, parallel):
+        ids, lens = seqclf.pad_batch([self.seqs[i] for i in batch])
+        loss, grads = seqclf.loss_and_grads(
+            params, self.config, ids, lens, self.targets[batch], rng
+        )
+        return loss, grads, len(batch), int(lens.sum())
+
+    def commit_step(self):
+        pass
+
+    def validation_score(self, params, parallel):
+        if not self.has_validation:
+            return math.nan
+        logits = self.predict_logits(params, [self.seqs[i] for i in self.val])
+        return float(np.mean(logits.argmax(axis=1) == self.targets[self.val]))
+
+    def record_fields(self, score):
+        return {"val_accuracy": score}
+
+    def state_arrays(self):
+        return {}
+
+    def load_state_arrays(self, arrays):
+        pass
+
+    def close(self):
+        pass
