@@ -1,9 +1,9 @@
 """CharRNNClassifier: text classification with (bidirectional) recurrent networks.
 
-The numerics live in :mod:`charrnn.engine.seqclf`; this module validates input, builds
-length-bucketed
-batches, runs the training loop (Adam, gradient clipping, early stopping, time budget) and
-implements the scikit-learn API and persistence.
+The numerics live in :mod:`charrnn.engine.seqclf`, the batches in
+:class:`charrnn.engine.tasks.ClassificationTask` and the training loop in the base
+(:mod:`charrnn.estimators.base`); this module checks texts and labels, builds the network, and
+implements what predicting and saving mean for a classifier.
 """
 
 from __future__ import annotations
@@ -83,11 +83,14 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         (``partial_fit`` keeps it). See :mod:`charrnn.engine.seqclf`.
     batch_size : int, default=32
     learning_rate : float, default=2e-3
-        Adam's (peak) step size.
-    weight_decay : float >= 0, default=0.0
+        The optimiser's (peak) step size.
+    optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
+        Update rule, numerically as its namesake in ``torch.optim``.
+    weight_decay : float >= 0 or None, default=0.0
         An L2 penalty: ``weight_decay * w`` added to every weight's gradient, as
         ``torch.optim.Adam(weight_decay=...)`` does (the role of ``alpha`` in scikit-learn's
-        ``MLPClassifier``). Read at every ``fit`` and ``partial_fit``.
+        ``MLPClassifier``); decoupled for adamw. None keeps the optimiser's default. Read at
+        every ``fit`` and ``partial_fit``.
     lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default="constant"
         Learning-rate multiplier over a ``fit``'s budget -- ``max_iter`` epochs or ``max_time``
         seconds, whichever is used up first (see :class:`charrnn.engine.optim.LRSchedule`).
@@ -96,8 +99,8 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         Clip the global gradient norm to this value; None disables clipping.
     ema_momentum : float in [0, 1) or None, default=None
         Predict with an exponential moving average of the weights over the training steps
-        (as Keras optimisers' ``use_ema``/``ema_momentum``; :mod:`charrnn.engine.averaging`) instead
-        of the weights of the last step. The average spans about ``1 / (1 - ema_momentum)``
+        (as Keras optimisers' ``use_ema``/``ema_momentum``; :mod:`charrnn.engine.averaging`)
+        instead of the weights of the last step. The average spans about ``1 / (1 - ema_momentum)``
         batches, e.g. 0.998 about 500; training itself goes on from the optimiser's weights
         (``params_``), and validation scores, early stopping and every prediction use the
         average (``averaged_params_``). It carries over ``partial_fit`` calls. None
@@ -107,28 +110,30 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
     max_time : float or None, default=None
         Wall-clock training budget in seconds, checked after every batch.
     validation_fraction : float in [0, 1), default=0.1
-        Stratified share of the training data held out for early stopping.
+        Stratified share of the training data held out and scored (accuracy) after every
+        pass; 0 turns validation off (unless ``fit`` gets ``validation_data``).
     early_stopping : bool, default=True
         Stop when the validation accuracy has not improved by ``tol`` for ``n_iter_no_change``
-        epochs and keep the weights of the best epoch. Without it (or with
-        ``validation_fraction=0`` and no ``validation_data``) training stops when the training
-        loss stalls the same way; ``validation_data`` passed to ``fit`` is then only scored.
+        passes and keep the weights of the best pass. Without it (or without validation
+        data) training stops when the training loss stalls the same way.
     n_iter_no_change : int, default=3
     tol : float, default=1e-4
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, Generator or None, default=None
         Seeds initialisation, the validation split, batch order and dropout.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights, vocabulary and classes.
     verbose : int, default=0
-        1 shows a tqdm progress bar (hidden when not on a terminal); 2 also prints each epoch.
+        1 shows a tqdm progress bar (hidden when not on a terminal); 2 also prints a line
+        per pass.
     init_from : CharRNNGenerator, path, pair of these, or None, default=None
         Start the recurrent layers from language models trained on unlabelled text instead of
-        at random (:mod:`charrnn.estimators.transfer`): a fitted :class:`CharRNNGenerator` or the
-        path of
-        one saved with ``save`` (paths survive ``clone``, so use them with ``GridSearchCV``),
-        or for ``bidirectional=True`` a pair ``(forward, backward)``, the backward generator
-        trained on reversed texts. The generators must have this classifier's ``cell``,
-        ``hidden_size`` and ``embedding_dim``; the vocabulary then also holds their
-        characters. Weights are copied at the start of ``fit`` (and of the first
+        at random (:mod:`charrnn.estimators.transfer`): a fitted :class:`CharRNNGenerator` or
+        the path of one saved with ``save`` (paths survive ``clone``, so use them with
+        ``GridSearchCV``), or for ``bidirectional=True`` a pair ``(forward, backward)``, the
+        backward generator trained on reversed texts. The generators must have this
+        classifier's ``cell``, ``hidden_size`` and ``embedding_dim``; the vocabulary then also
+        holds their characters. Weights are copied at the start of ``fit`` (and of the first
         ``partial_fit``) and then fine-tuned with the rest.
 
     Attributes
@@ -142,15 +147,35 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
     averaged_params_ : dict of str to ndarray or None
         With ``ema_momentum``, the averaged weights that predictions use; otherwise None.
     n_iter_ : int
-        Epochs run (a pass cut short by ``max_time`` counts).
-    loss_curve_ : list of float
-        Mean training cross-entropy of each epoch.
+        Passes over the training data (a pass cut short by ``max_time`` counts).
+    loss_curve_ : list of float, length n_iter_
+        Mean training cross-entropy of each pass.
     validation_scores_ : list of float or None
-        Validation accuracy after each epoch (None without a validation set).
+        Validation accuracy of each validated pass; None while no pass has been validated.
     best_validation_score_ : float or None
+    best_iteration_ : int or None
+        The pass (1-based) that scored ``best_validation_score_``; with ``early_stopping``
+        the weights are that pass's.
+    n_chars_seen_ : int
+        Training characters read, over every ``fit`` and ``partial_fit``.
+    history_ : list of dict
+        One record per pass: training loss, validation accuracy, time, gradient norms.
+    stop_reason_ : str
+        What ended the last ``fit``: ``"max_iter"``, ``"max_time"``, ``"early_stopping"``,
+        ``"training_loss_stalled"``, ``"diverged"``, ``"interrupted (SIGINT)"``, ...
+    diverged_ : bool
+        Whether the last ``fit`` stopped because the loss stopped being finite.
 
     Notes
     -----
+    Training follows the rules every charrnn estimator shares
+    (:class:`~charrnn.estimators.base.RecurrentEstimator`), as :class:`CharRNNGenerator`
+    does: ``ConvergenceWarning`` when ``max_iter`` ends training before a stopping rule,
+    when the loss stops being finite (the last finite step's weights, or the best pass's,
+    are kept and ``diverged_`` is True) and when Ctrl-C or SIGTERM interrupts it (the
+    weights so far are kept). ``partial_fit`` is one pass at the constant
+    ``learning_rate``, without validation or stopping rules.
+
     Unknown characters (not seen when the vocabulary was built) are read as the unknown symbol,
     as in :class:`CharRNNGenerator`; here its input vector starts at zero and never receives a
     gradient, so an unseen character is a neutral input. An empty string is read as a single

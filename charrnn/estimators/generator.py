@@ -139,7 +139,8 @@ class CharRNNGenerator(RecurrentEstimator):
         (:mod:`charrnn.parallel.groups`), so machines with different core counts agree up to
         floating-point rounding.
     verbose : int, default=0
-        1 shows a tqdm progress bar (hidden when not on a terminal).
+        1 shows a tqdm progress bar (hidden when not on a terminal); 2 also prints a line
+        per pass.
 
     Attributes
     ----------
@@ -150,19 +151,43 @@ class CharRNNGenerator(RecurrentEstimator):
     config_ : NetworkConfig
     params_ : dict of str to ndarray
     n_iter_ : int
-        Completed passes over the training text.
-    loss_curve_ : list of float
+        Passes over the training text: the complete ones, and one cut short by ``max_time``
+        (counted once, also when a resumed ``fit`` completes it).
+    loss_curve_ : list of float, length n_iter_
         Mean training loss (nats/char) of each pass.
-    validation_scores_ : list of float
-        Validation score (mean log-likelihood per character, higher is better) per evaluation.
+    validation_scores_ : list of float or None
+        Validation score of each validated pass: the mean log-likelihood per character of
+        the held-out text (higher is better; ``-score`` is the loss in nats/char). None
+        while no pass has been validated (``validation_fraction=0``, ``partial_fit``).
     best_validation_score_ : float or None
+    best_iteration_ : int or None
+        The pass (1-based, counting as ``n_iter_``) that scored ``best_validation_score_``;
+        with ``early_stopping`` the weights are that pass's.
     n_chars_seen_ : int
+        Training characters read, over every ``fit`` and ``partial_fit``.
     history_ : list of dict
-        One record per evaluation: losses, characters seen, time, gradient norms before clipping.
+        One record per pass: losses, characters seen, time, gradient norms before clipping.
     stop_reason_ : str
+        What ended the last ``fit``: ``"max_iter"``, ``"max_time"``, ``"early_stopping"``,
+        ``"training_loss_stalled"``, ``"diverged"``, ``"interrupted (SIGINT)"``, ...
+    diverged_ : bool
+        Whether the last ``fit`` stopped because the loss stopped being finite.
+    training_progress_ : dict or None
+        Where the last ``fit`` stopped (what ``fit(..., resume=True)`` continues from).
 
     Notes
     -----
+    Training follows the rules every charrnn estimator shares
+    (:class:`~charrnn.estimators.base.RecurrentEstimator`): at most ``max_iter`` passes or
+    ``max_time`` seconds; the tail ``validation_fraction`` of the text scored after each
+    pass; with ``early_stopping``, a stop after ``n_iter_no_change`` passes that did not beat
+    the best score by ``tol`` and the best pass's weights kept, otherwise a stop once the
+    training loss stalls the same way. ``ConvergenceWarning`` when ``max_iter`` ends
+    training first, when the loss stops being finite (the last finite step's weights are
+    kept, ``diverged_`` is True) and when Ctrl-C or SIGTERM interrupts it (the weights so
+    far are kept; ``fit(X, resume=True)`` continues exactly). ``partial_fit`` is one pass
+    over all of X at the constant ``learning_rate``, without validation or stopping rules.
+
     Unknown characters: a character not seen in training is read as the unknown symbol (its
     embedding is untrained) and, as a target, gets the probability the model gives the
     unknown symbol, which training drives close to zero -- scoring text with unseen characters
