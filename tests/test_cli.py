@@ -1,5 +1,5 @@
 """Tests for the ``charrnn`` command group and its sample / evaluate / info / corpora commands
-(charrnn.cli, charrnn.cli.common, charrnn.cli.info); ``train`` is in test_cli_train.py.
+(charrnn.cli and its command modules); ``train`` is in test_cli_train.py.
 
 Every test runs in its own temporary working directory with its own corpora folder: nothing is
 written to the repository and no corpus is downloaded.
@@ -24,7 +24,7 @@ from click.testing import CliRunner
 import charrnn
 from charrnn import CharRNNGenerator, load
 from charrnn.cli import cli
-from charrnn.cli.common import TRAIN_DEFAULTS
+from charrnn.cli.train import TRAIN_DEFAULTS
 from charrnn.data.corpora import CORPORA, CORPORA_ENV
 from charrnn.engine import network
 

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import click
 
-from charrnn.cli.common import (
-    FiniteFloat,
-    library_errors,
-    load_generator,
-    model_option,
-    resolve_model,
-)
+from charrnn.cli.common import library_errors, load_generator, model_option, resolve_model
+from charrnn.cli.options import FiniteFloat
 
 __all__ = ["sample"]
 

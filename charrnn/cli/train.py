@@ -24,15 +24,14 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from charrnn.cli.common import (
-    ZERO_IS_NONE,
     Corpus,
-    hyperparameter_options,
     library_errors,
     load_generator,
     models_dir,
     read_corpus,
     remember_model,
 )
+from charrnn.cli.options import estimator_options
 from charrnn.data.batches import split_train_validation
 from charrnn.data.textfile import TextCorpus
 from charrnn.engine import network
@@ -40,7 +39,11 @@ from charrnn.engine.training import StopFlag, stream_loss_on_all_cores
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import check_writable
 
-__all__ = ["train"]
+__all__ = ["TRAIN_DEFAULTS", "train"]
+
+# Where `charrnn train` deliberately differs from the estimator: a bare `charrnn train` (and so
+# `make train`) must finish within 15 minutes, corpus build and final evaluation included.
+TRAIN_DEFAULTS = {"max_time": 780.0}
 
 EPOCH_SAMPLE_LENGTH = 120
 FINAL_SAMPLE_LENGTH = 200
@@ -101,7 +104,7 @@ _FIXED_ON_RESUME = (
     show_default=True,
     help="What to do with bytes the encoding cannot decode.",
 )
-@hyperparameter_options
+@estimator_options(CharRNNGenerator, TRAIN_DEFAULTS)
 @click.pass_context
 def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hyper):
     """Train a model on CORPUS_OR_PATH: a corpus name (see `charrnn corpora`) or a text file.
@@ -112,9 +115,6 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; give one")
-    for name in ZERO_IS_NONE:
-        if hyper[name] == 0:
-            hyper[name] = None
     corpus = read_corpus(corpus_source, encoding, errors, stream_over=STREAM_OVER_BYTES)
     model = model if model is not None else models_dir() / f"{corpus.label}.npz"
     if resume:
