@@ -1,29 +1,26 @@
 """Helpers shared by the ``charrnn`` commands: errors, model paths, corpus reading.
 
-Kept apart from :mod:`charrnn.cli` so that commands living in other modules (``train``, and
-later ones such as ``gradients``) can use them without importing each other.
+Kept apart from :mod:`charrnn.cli` so that the command modules can share them without
+importing each other or the group.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from charrnn.data.corpora import CORPORA, build_corpus, read_text, resolve_corpus
-from charrnn.data.textfile import TextCorpus
-from charrnn.data.vocab import CharVocab
+from charrnn.data.corpora import CORPORA, build_corpus
+from charrnn.data.corpus import CorpusText, open_corpus
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import atomic_write
 
 __all__ = [
     "DEBUG_ENV",
     "MODELS_ENV",
-    "Corpus",
     "last_model_file",
     "library_errors",
     "load_generator",
@@ -145,101 +142,29 @@ def load_generator(path: Path) -> CharRNNGenerator:
 # Corpora
 
 
-class Corpus:
-    """A corpus read for a command: its label, file, text and a fingerprint of the text.
-
-    The text is either held as a string (``text``) or, for a big file, left on disk and read
-    in blocks through a :class:`~charrnn.data.textfile.TextCorpus` (``stream``; ``text`` is None).
-    ``data``, ``n_chars``, ``n_distinct``, ``ids`` and ``fingerprint`` work for both.
-
-    Attributes
-    ----------
-    source : str
-        What the user typed: a corpus name or a path.
-    label : str
-        The corpus name, or the file's stem (used for the default model name).
-    named : bool
-        True for a named corpus (``shakespeare``, ``python``).
-    path : Path
-    text : str or None
-    stream : TextCorpus or None
-    """
-
-    def __init__(
-        self, source: str, path: Path, text: str | None, stream: TextCorpus | None = None
-    ) -> None:
-        if (text is None) == (stream is None):
-            raise ValueError("Corpus needs exactly one of text and stream")
-        self.source = source
-        self.named = source in CORPORA
-        self.label = source if self.named else path.stem
-        self.path = path
-        self.text = text
-        self.stream = stream
-
-    @property
-    def data(self) -> str | TextCorpus:
-        """What ``CharRNNGenerator.fit`` is given: the string or the TextCorpus."""
-        return self.text if self.stream is None else self.stream
-
-    @property
-    def n_chars(self) -> int:
-        return len(self.data)
-
-    @property
-    def n_distinct(self) -> int:
-        """Number of distinct characters in the text."""
-        if self.stream is None:
-            return len(set(self.text))
-        return len(self.stream.vocab().chars)
-
-    def ids(self, vocab: CharVocab):
-        """The text's ids under ``vocab`` with a final end-of-document id, shape (n_chars + 1,).
-
-        A memory-mapped cache for a streamed corpus, an in-memory array otherwise.
-        """
-        if self.stream is None:
-            return vocab.encode_documents([self.text])
-        return self.stream.ids(vocab)
-
-    def fingerprint(self) -> dict:
-        """What a model records about its training text, to check a ``--resume``.
-
-        A streamed corpus gives the same values as its text held in memory would.
-        """
-        if self.stream is not None:
-            digest = self.stream.sha256
-        else:
-            digest = hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
-        return {"source": self.source, "n_chars": self.n_chars, "sha256": digest}
-
-
 def read_corpus(
     source: str,
     encoding: str = "utf-8",
     errors: str = "strict",
     stream_over: int | None = None,
-) -> Corpus:
-    """Resolve a corpus name or path (building a named corpus on first use) and read it.
+) -> CorpusText:
+    """:func:`charrnn.data.corpus.open_corpus`, saying what it does and with one-line errors.
 
-    A file of more than ``stream_over`` bytes is not read into memory: it is scanned once in
-    blocks (vocabulary, length, hash) and left to a :class:`~charrnn.data.textfile.TextCorpus`,
-    which trains from an id cache written next to it. None reads every file whole.
+    A named corpus not built yet is built first, with its progress shown. A file of more
+    than ``stream_over`` bytes is announced, then scanned once (vocabulary, length, hash) so
+    that a decoding error is reported before training starts.
     """
     if source in CORPORA and not CORPORA[source].path.is_file():
         click.echo(f"Building the {source!r} corpus (first use) into {CORPORA[source].path} ...")
         with library_errors():
             build_corpus(source, progress=lambda msg: click.echo(f"  {msg}"))
     with library_errors():
-        path = resolve_corpus(source, build=False)
-        size = path.stat().st_size
-        if stream_over is not None and size > stream_over:
+        corpus = open_corpus(source, encoding, errors, stream_over=stream_over, build=False)
+        if corpus.stream is not None:
+            size = corpus.path.stat().st_size
             click.echo(
-                f"{path} is large ({size / 1e6:,.0f} MB): reading it in blocks; training "
+                f"{corpus.path} is large ({size / 1e6:,.0f} MB): reading it in blocks; training "
                 "reads it from a memory-mapped id cache"
             )
-            stream = TextCorpus(path, encoding=encoding, errors=errors)
-            len(stream)  # the scan pass, here so a decoding error is reported before training
-            return Corpus(source, path, None, stream)
-        text = read_text(path, encoding=encoding, errors=errors)
-    return Corpus(source, path, text)
+            corpus.n_chars  # noqa: B018 -- the scan pass, so a decoding error comes now
+    return corpus

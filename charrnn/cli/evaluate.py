@@ -15,6 +15,8 @@ from charrnn.cli.common import (
     resolve_model,
 )
 from charrnn.data.corpora import CORPORA
+from charrnn.data.corpus import CorpusText, fingerprint_mismatch
+from charrnn.evaluation import encode_text, held_out_loss, text_loss
 
 __all__ = ["evaluate"]
 
@@ -24,6 +26,12 @@ def _loss_line(label: str, n_chars: int, nats: float) -> str:
         f"{label} ({n_chars:,} characters): {nats:.4f} nats/char, "
         f"{nats / math.log(2):.4f} bits/char, perplexity {math.exp(nats):.3f}"
     )
+
+
+def _trained_on(gen, corpus: CorpusText) -> bool:
+    """Whether ``gen`` recorded ``corpus`` as its training text."""
+    recorded = getattr(gen, "training_corpus_", None)
+    return isinstance(recorded, dict) and not fingerprint_mismatch(recorded, corpus.fingerprint())
 
 
 @click.command()
@@ -44,33 +52,25 @@ def evaluate(model, corpus_source, encoding, errors):
     scored as training scores validation text. For a named corpus the validation split, the
     tail that training holds out, is reported as well.
     """
-    from charrnn.data.batches import split_train_validation
-    from charrnn.engine.training import stream_loss_on_all_cores
-
     path = resolve_model(model)
     gen = load_generator(path)
     corpus = read_corpus(corpus_source, encoding, errors)
     with library_errors():
-        ids = gen.vocab_.encode_documents([corpus.text])
+        ids = encode_text(gen, corpus.text)
         unknown = gen.vocab_.unknown_chars(corpus.text)
         n_unknown = int(np.count_nonzero(ids == gen.vocab_.UNK_ID))
         click.echo(f"model {path} on {corpus.source} ({corpus.path})")
-        whole = stream_loss_on_all_cores(gen.params_, gen.config_, ids)
-        click.echo(_loss_line("whole text", len(corpus.text), whole))
+        click.echo(_loss_line("whole text", corpus.n_chars, text_loss(gen, ids)))
         fraction = None
         if corpus.named:
             fraction = CORPORA[corpus.source].validation_fraction
             label = f"validation split (last {fraction:.0%} of the corpus)"
-        elif (getattr(gen, "training_corpus_", None) or {}).get("sha256") == (
-            corpus.fingerprint()["sha256"]
-        ) and gen.validation_fraction > 0:
+        elif gen.validation_fraction > 0 and _trained_on(gen, corpus):
             fraction = gen.validation_fraction
             label = f"validation split (last {fraction:.0%}, held out in training)"
-        if fraction:
-            _, val_ids = split_train_validation(ids, fraction)
-            if len(val_ids) >= 2:
-                loss = stream_loss_on_all_cores(gen.params_, gen.config_, val_ids)
-                click.echo(_loss_line(label, len(val_ids), loss))
+        held_out = held_out_loss(gen, ids, fraction) if fraction else None
+        if held_out is not None:
+            click.echo(_loss_line(label, *held_out))
     if unknown:
         shown = "".join(unknown[:40]) + (" ..." if len(unknown) > 40 else "")
         click.echo(

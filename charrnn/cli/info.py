@@ -69,8 +69,8 @@ def describe_model(gen: CharRNNGenerator, path: Path) -> str:
     params = gen.get_params()
     width = max(len(k) for k in params)
     lines += [f"  {k:<{width}} = {v!r}" for k, v in sorted(params.items())]
-    state = getattr(gen, "_training_state", None)
-    elapsed = state[0]["elapsed"] if state else (gen.history_[-1]["elapsed"] if gen.history_ else 0)
+    state = gen.training_progress_
+    elapsed = state["elapsed"] if state else (gen.history_[-1]["elapsed"] if gen.history_ else 0)
     lines.append(
         f"training: {gen.n_iter_} complete pass(es), {gen.n_chars_seen_:,} characters seen, "
         f"{tqdm.format_interval(elapsed)}; stopped: {gen.stop_reason_ or 'unknown'}"
