@@ -95,7 +95,7 @@ def test_python_dash_m_runs_the_cli():
     assert proc.returncode == 0 and charrnn.__version__ in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["train", "sample", "evaluate", "info", "corpora"])
+@pytest.mark.parametrize("name", ["train", "sample", "evaluate", "info", "corpora", "gradients"])
 def test_every_option_shows_its_default(name):
     command = cli.commands[name]
     options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
