@@ -52,7 +52,8 @@ def text_fingerprint(X: str | Iterable[str] | TextCorpus, source: str | None = N
         ``{"source": str or None, "n_chars": int, "sha256": str}``: ``n_chars`` counts the
         characters of all documents, ``sha256`` is the hex digest of the text as UTF-8 (lone
         surrogates passed through), documents joined by a byte UTF-8 never uses. One string,
-        a list holding that string and a file holding it all give the same fingerprint.
+        a list holding just that string and a file holding it give the same ``n_chars`` and
+        ``sha256``.
 
     Raises
     ------
