@@ -1,5 +1,5 @@
 """Tests for the ``charrnn`` command group and its sample / evaluate / info / corpora commands
-(charrnn.cli, charrnn.cli.common, charrnn.cli.info); ``train`` is in test_cli_train.py.
+(charrnn.cli and its command modules); ``train`` is in test_cli_train.py.
 
 Every test runs in its own temporary working directory with its own corpora folder: nothing is
 written to the repository and no corpus is downloaded.
@@ -24,7 +24,7 @@ from click.testing import CliRunner
 import charrnn
 from charrnn import CharRNNGenerator, load
 from charrnn.cli import cli
-from charrnn.cli.common import TRAIN_DEFAULTS
+from charrnn.cli.train import TRAIN_DEFAULTS
 from charrnn.data.corpora import CORPORA, CORPORA_ENV
 from charrnn.engine import network
 
@@ -95,7 +95,7 @@ def test_python_dash_m_runs_the_cli():
     assert proc.returncode == 0 and charrnn.__version__ in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["train", "sample", "evaluate", "info", "corpora"])
+@pytest.mark.parametrize("name", ["train", "sample", "evaluate", "info", "corpora", "gradients"])
 def test_every_option_shows_its_default(name):
     command = cli.commands[name]
     options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from charrnn import load
 from charrnn.cli import cli
 from charrnn.cli import train as cli_train
-from charrnn.cli.common import TRAIN_DEFAULTS
+from charrnn.cli.train import TRAIN_DEFAULTS
 from charrnn.data.corpora import CORPORA_ENV
 from charrnn.engine import network
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.data.batches import BPTTBatches, split_train_validation
+from charrnn.data.batches import BPTTBatches, split_sizes, split_train_validation
 
 
 def _expected_positions(n, B, T, k):
@@ -187,3 +187,10 @@ def test_split_rejects_bad_types():
         split_train_validation(np.arange(10), "0.1")
     with pytest.raises(TypeError, match="ids"):
         split_train_validation(np.ones((2, 2), dtype=np.int32), 0.1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 101])
+@pytest.mark.parametrize("fraction", [0, 0.1, 0.5, 0.99])
+def test_split_sizes_are_the_split_lengths(n, fraction):
+    train, val = split_train_validation(np.arange(n), fraction)
+    assert split_sizes(n, fraction) == (len(train), len(val))

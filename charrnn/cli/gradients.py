@@ -13,7 +13,13 @@ import click
 import numpy as np
 from sklearn.base import clone
 
-from charrnn.cli.common import library_errors, load_generator, read_corpus, resolve_model
+from charrnn.cli.common import (
+    library_errors,
+    load_generator,
+    model_option,
+    read_corpus,
+    resolve_model,
+)
 from charrnn.data.corpora import VALIDATION_FRACTION
 from charrnn.diagnostics import gradient_flow, gradient_flow_summary, init_model, sparkline
 from charrnn.io import atomic_write
@@ -143,20 +149,18 @@ def _print_flows(flows: dict[str, np.ndarray]) -> None:
 
 
 @click.command("gradients")
+@model_option()
 @click.option(
-    "--model",
-    "-m",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--text",
     default=None,
-    show_default="the last trained model",
-    help="Model file (.npz).",
+    show_default="text sampled from the model",
+    help="Text to read (at least --window characters).",
 )
-@click.option("--text", default=None, help="Text to read (at least --window characters).")
 @click.option(
     "--corpus",
     metavar="NAME",
     default=None,
+    show_default="none",
     help="Corpus name or text file; windows come from its held-out last 10%.",
 )
 @click.option(
@@ -178,10 +182,15 @@ def _print_flows(flows: dict[str, np.ndarray]) -> None:
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    show_default="no plot",
     help="Draw the curves into this image file (needs matplotlib).",
 )
 @click.option(
-    "--compare", is_flag=True, help="Also show rnn, lstm and gru models of the model's size."
+    "--compare",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Also show rnn, lstm and gru models of the model's size.",
 )
 @click.option(
     "--trained/--initialised",
@@ -205,9 +214,7 @@ def _print_flows(flows: dict[str, np.ndarray]) -> None:
     show_default=True,
     help="Seed for initial weights, sampled text and --compare training.",
 )
-def gradients(
-    model_path, text, corpus, window, n_windows, plot, compare, trained, train_time, seed
-):
+def gradients(model, text, corpus, window, n_windows, plot, compare, trained, train_time, seed):
     """How far back gradients reach: the norm of dL/dh by lag, per layer.
 
     For the loss at the last step of each window, prints the norm of its gradient with respect
@@ -215,7 +222,7 @@ def gradients(
     value at lag 1, and a sparkline of the whole curve. Without --text or --corpus the text is
     sampled from the model itself.
     """
-    path = resolve_model(model_path)
+    path = resolve_model(model)
     model = load_generator(path)
     source, train_text, described = _source_text(model, text, corpus, window, seed)
     flows: dict[str, np.ndarray] = {}

@@ -1,17 +1,19 @@
-"""What ``charrnn info`` prints and draws: a model's settings, size and training history."""
+"""``charrnn info``: a model's settings, size and training history, printed or drawn."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import click
 from tqdm import tqdm
 
+from charrnn.cli.common import library_errors, load_generator, model_option, resolve_model
 from charrnn.engine import network
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import atomic_write
 
-__all__ = ["describe_model", "history_table", "plot_history"]
+__all__ = ["describe_model", "history_table", "info", "plot_history"]
 
 _LN2 = math.log(2)
 
@@ -67,8 +69,8 @@ def describe_model(gen: CharRNNGenerator, path: Path) -> str:
     params = gen.get_params()
     width = max(len(k) for k in params)
     lines += [f"  {k:<{width}} = {v!r}" for k, v in sorted(params.items())]
-    state = getattr(gen, "_training_state", None)
-    elapsed = state[0]["elapsed"] if state else (gen.history_[-1]["elapsed"] if gen.history_ else 0)
+    state = gen.training_progress_
+    elapsed = state["elapsed"] if state else (gen.history_[-1]["elapsed"] if gen.history_ else 0)
     lines.append(
         f"training: {gen.n_iter_} complete pass(es), {gen.n_chars_seen_:,} characters seen, "
         f"{tqdm.format_interval(elapsed)}; stopped: {gen.stop_reason_ or 'unknown'}"
@@ -142,3 +144,24 @@ def plot_history(gen: CharRNNGenerator, path: str | Path) -> None:
         raise ValueError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format=fmt)
+
+
+@click.command()
+@model_option()
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default="no plot",
+    help="Draw the loss curves and gradient norms to this image file (needs matplotlib).",
+)
+def info(model, plot):
+    """Describe a model: parameters, vocabulary, training history, best validation loss."""
+    path = resolve_model(model)
+    gen = load_generator(path)
+    if plot is not None:  # first, so that a bad --plot fails before anything is printed
+        with library_errors():
+            plot_history(gen, plot)
+    click.echo(describe_model(gen, path))
+    if plot is not None:
+        click.echo(f"plot written to {plot}")

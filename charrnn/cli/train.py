@@ -24,24 +24,27 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from charrnn.cli.common import (
-    ZERO_IS_NONE,
-    Corpus,
-    hyperparameter_options,
     library_errors,
     load_generator,
     models_dir,
     read_corpus,
     remember_model,
 )
-from charrnn.data.batches import split_train_validation
+from charrnn.cli.options import estimator_options
+from charrnn.data.batches import split_sizes
+from charrnn.data.corpus import CorpusText, fingerprint_mismatch
 from charrnn.data.textfile import TextCorpus
 from charrnn.engine import network
-from charrnn.engine.tasks import stream_loss_on_all_cores
 from charrnn.engine.training import StopFlag
 from charrnn.estimators.generator import CharRNNGenerator
+from charrnn.evaluation import final_validation_loss
 from charrnn.io import check_writable
 
-__all__ = ["train"]
+__all__ = ["TRAIN_DEFAULTS", "train"]
+
+# Where `charrnn train` deliberately differs from the estimator: a bare `charrnn train` (and so
+# `make train`) must finish within 15 minutes, corpus build and final evaluation included.
+TRAIN_DEFAULTS = {"max_time": 780.0}
 
 EPOCH_SAMPLE_LENGTH = 120
 FINAL_SAMPLE_LENGTH = 200
@@ -102,7 +105,7 @@ _FIXED_ON_RESUME = (
     show_default=True,
     help="What to do with bytes the encoding cannot decode.",
 )
-@hyperparameter_options
+@estimator_options(CharRNNGenerator, TRAIN_DEFAULTS)
 @click.pass_context
 def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hyper):
     """Train a model on CORPUS_OR_PATH: a corpus name (see `charrnn corpora`) or a text file.
@@ -113,9 +116,6 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; give one")
-    for name in ZERO_IS_NONE:
-        if hyper[name] == 0:
-            hyper[name] = None
     corpus = read_corpus(corpus_source, encoding, errors, stream_over=STREAM_OVER_BYTES)
     model = model if model is not None else models_dir() / f"{corpus.label}.npz"
     if resume:
@@ -154,29 +154,22 @@ def _option_names(ctx) -> dict[str, str]:
     return {p.name: p.opts[0] for p in ctx.command.params if p.opts}
 
 
-def _prepare_resume(ctx, model: Path, corpus: Corpus, hyper: dict) -> CharRNNGenerator:
+def _prepare_resume(ctx, model: Path, corpus: CorpusText, hyper: dict) -> CharRNNGenerator:
     """Load the model to resume, check it matches the corpus, apply allowed overrides."""
     if not model.exists():
         raise click.UsageError(
             f"nothing to resume: {model} does not exist (train without --resume first)"
         )
     gen = load_generator(model)
-    if getattr(gen, "_training_state", None) is None:
+    progress = gen.training_progress_
+    if progress is None:
         raise click.UsageError(f"{model} holds no training state to resume from")
     recorded = getattr(gen, "training_corpus_", None)
     current = corpus.fingerprint()
     if isinstance(recorded, dict):
-        if recorded.get("n_chars") != current["n_chars"]:
-            raise click.UsageError(
-                f"{model} was trained on {recorded.get('source')!r} ({recorded.get('n_chars'):,} "
-                f"characters), but {corpus.source!r} has {current['n_chars']:,}; --resume "
-                "needs the same text"
-            )
-        if recorded.get("sha256") != current["sha256"]:
-            raise click.UsageError(
-                f"{corpus.source!r} differs from the text {model} was trained on "
-                f"({recorded.get('source')!r}, same length); --resume needs the same text"
-            )
+        mismatch = fingerprint_mismatch(recorded, current)
+        if mismatch is not None:
+            raise click.UsageError(f"{model}: {mismatch}; --resume needs the same text")
     else:
         click.echo(
             f"warning: {model} does not record its training text; cannot check it is "
@@ -199,25 +192,23 @@ def _prepare_resume(ctx, model: Path, corpus: Corpus, hyper: dict) -> CharRNNGen
         else:
             overrides[name] = value
     gen.set_params(**overrides)
-    header = gen._training_state[0]
-    if header["epoch"] >= gen.max_iter:
+    if progress["epoch"] >= gen.max_iter:
         raise click.UsageError(
-            f"{model} has already completed {header['epoch']} passes (--max-iter "
+            f"{model} has already completed {progress['epoch']} passes (--max-iter "
             f"{gen.max_iter}); give a larger --max-iter to train further"
         )
-    if gen.max_time is not None and header["elapsed"] >= gen.max_time:
+    if gen.max_time is not None and progress["elapsed"] >= gen.max_time:
         raise click.UsageError(
-            f"{model} has used its time budget ({header['elapsed']:.0f} s of --max-time "
+            f"{model} has used its time budget ({progress['elapsed']:.0f} s of --max-time "
             f"{gen.max_time:g}); give a larger --max-time (0 = no limit) to train further"
         )
     return gen
 
 
-def _check_length(corpus: Corpus, gen: CharRNNGenerator) -> None:
+def _check_length(corpus: CorpusText, gen: CharRNNGenerator) -> None:
     """Refuse a corpus too short for one training chunk, in the CLI's own terms."""
-    n = corpus.n_chars + 1  # the estimator appends an end-of-document symbol
-    n_val = min(round(n * gen.validation_fraction), n - 1)
-    n_train = n - n_val
+    # + 1: the estimator appends an end-of-document symbol
+    n_train, _ = split_sizes(corpus.n_chars + 1, gen.validation_fraction)
     need = gen.batch_size * gen.seq_length + 1
     if n_train < need:
         raise click.UsageError(
@@ -228,7 +219,7 @@ def _check_length(corpus: Corpus, gen: CharRNNGenerator) -> None:
         )
 
 
-def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: Corpus) -> None:
+def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: CorpusText) -> None:
     """Report a disk too full for the model file now, not after hours of training."""
     if hasattr(gen, "params_"):
         params = gen.params_
@@ -368,28 +359,9 @@ class _TrainingRun:
 # After training
 
 
-def _final_loss(gen: CharRNNGenerator, corpus: Corpus) -> tuple[str, float]:
-    """The saved weights' validation loss (the training measure), or the last training loss.
-
-    Training has already scored the saved weights: they are the best-validation weights under
-    early stopping, else those of the last evaluation (every pass end and the end of the
-    budget). Scoring the split again would cost a minute on a large corpus.
-    """
-    last = gen.history_[-1] if gen.history_ else None
-    if gen.early_stopping and gen.best_validation_score_ is not None:
-        return "validation loss", -gen.best_validation_score_
-    if (
-        last is not None
-        and last.get("val_loss") is not None
-        and not gen.stop_reason_.startswith("interrupted")
-    ):
-        return "validation loss", last["val_loss"]
-    ids = corpus.ids(gen.vocab_)
-    _, val_ids = split_train_validation(ids, gen.validation_fraction)
-    if len(val_ids) >= 2:
-        return "validation loss", stream_loss_on_all_cores(gen.params_, gen.config_, val_ids)
+def _last_training_loss(gen: CharRNNGenerator) -> float:
     train_losses = [r["train_loss"] for r in gen.history_]
-    return "training loss (no validation split)", train_losses[-1] if train_losses else math.nan
+    return train_losses[-1] if train_losses else math.nan
 
 
 def _describe_stop(gen: CharRNNGenerator) -> str:
@@ -406,7 +378,7 @@ def _describe_stop(gen: CharRNNGenerator) -> str:
     return reason
 
 
-def _finish(ctx, run: _TrainingRun, corpus: Corpus, encoding: str, errors: str) -> None:
+def _finish(ctx, run: _TrainingRun, corpus: CorpusText, encoding: str, errors: str) -> None:
     gen, model = run.gen, run.model
     messages = []
     for w in run.caught:
@@ -426,13 +398,15 @@ def _finish(ctx, run: _TrainingRun, corpus: Corpus, encoding: str, errors: str) 
         raise click.ClickException(f"{detail} (--learning-rate, --clip-norm); {where}")
     if not run.save():
         raise click.ClickException(f"training finished but {model} could not be saved")
-    elapsed = gen._training_state[0]["elapsed"]
+    elapsed = gen.training_progress_["elapsed"]
     click.echo(
         f"Stopped: {_describe_stop(gen)}; {gen.n_chars_seen_:,} characters seen in "
         f"{tqdm.format_interval(elapsed)}. Model saved to {model}"
     )
     with library_errors():
-        label, loss = _final_loss(gen, corpus)
+        label, loss = "validation loss", final_validation_loss(gen, corpus.data)
+        if loss is None:
+            label, loss = "training loss (no validation split)", _last_training_loss(gen)
         sample = gen.sample(
             1,
             FINAL_SAMPLE_LENGTH,

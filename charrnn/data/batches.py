@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["BPTTBatches", "split_train_validation"]
+__all__ = ["BPTTBatches", "split_sizes", "split_train_validation"]
 
 
 def _check_ids(ids: np.ndarray) -> np.ndarray:
@@ -24,6 +24,28 @@ def _check_ids(ids: np.ndarray) -> np.ndarray:
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise TypeError(f"ids must be a 1-D integer array, got {ids.ndim}-D array of {ids.dtype}")
     return ids
+
+
+def split_sizes(n: int, validation_fraction: float) -> tuple[int, int]:
+    """How :func:`split_train_validation` divides ``n`` ids: ``(n_train, n_val)``.
+
+    ``n_val = round(n * validation_fraction)``, but never all of the text, so a fraction
+    below 1 always leaves some training data. For checking lengths before any text is encoded.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``validation_fraction`` is not a number in [0, 1).
+    """
+    if isinstance(validation_fraction, bool) or not isinstance(
+        validation_fraction, int | float | np.integer | np.floating
+    ):
+        raise TypeError(f"validation_fraction must be a number, got {validation_fraction!r}")
+    frac = float(validation_fraction)
+    if not (math.isfinite(frac) and 0.0 <= frac < 1.0):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    n_val = min(round(n * frac), max(n - 1, 0))
+    return n - n_val, n_val
 
 
 def split_train_validation(
@@ -46,20 +68,12 @@ def split_train_validation(
     train_ids : ndarray of shape (n - n_val,)
         View of the head of ``ids``.
     val_ids : ndarray of shape (n_val,)
-        View of the tail of ``ids``, ``n_val = round(n * validation_fraction)``, never all of it.
+        View of the tail of ``ids``, ``n_val = round(n * validation_fraction)``, never all of it
+        (:func:`split_sizes`).
     """
     ids = _check_ids(ids)
-    if isinstance(validation_fraction, bool) or not isinstance(
-        validation_fraction, int | float | np.integer | np.floating
-    ):
-        raise TypeError(f"validation_fraction must be a number, got {validation_fraction!r}")
-    frac = float(validation_fraction)
-    if not (math.isfinite(frac) and 0.0 <= frac < 1.0):
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
-    n = len(ids)
-    # Rounding may not take the whole text: a fraction < 1 always leaves some training data.
-    n_val = min(round(n * frac), max(n - 1, 0))
-    return ids[: n - n_val], ids[n - n_val :]
+    n_train, _ = split_sizes(len(ids), validation_fraction)
+    return ids[:n_train], ids[n_train:]
 
 
 def _positive_int(name: str, value: int) -> int:
