@@ -18,6 +18,7 @@ from charrnn.data.batches import split_train_validation
 from charrnn.engine.cells import CELLS
 from charrnn.engine.optim import OPTIMIZERS, SCHEDULES
 from charrnn.engine.tasks import stream_loss
+from charrnn.engine.training import StopFlag
 from charrnn.estimators.generator import check_documents
 
 FOX = "the quick brown fox jumps over the lazy dog.\n"
@@ -613,3 +614,22 @@ def test_check_documents_returns_plain_strings():
     assert docs == ["ab", "c"]
     assert all(type(d) is str for d in docs)
     assert check_documents("one document") == ["one document"]
+
+
+def test_resume_refuses_another_text_and_partial_fit_takes_any():
+    est = tiny(max_iter=3)
+    flag = StopFlag()
+
+    def stop_after_two_steps(est_, trainer, loss, grad_norm, lr):
+        return trainer.progress.step >= 2
+
+    est.fit(DOCS, on_step=stop_after_two_steps, stop_flag=flag)
+    assert est.training_corpus_["n_chars"] == sum(map(len, DOCS))
+    with pytest.raises(ValueError, match="resume=True needs the X of the interrupted fit"):
+        est.fit(DOCS[::-1], resume=True)
+    with pytest.raises(ValueError, match="but None has"):
+        est.fit(DOCS[:2], resume=True)
+    est.fit(DOCS, resume=True)  # the same text continues
+    est.partial_fit(["new text, new data. " * 3])  # scikit-learn's meaning: any data
+    est.set_params(warm_start=True).fit(DOCS[:2])
+    assert est.training_corpus_["n_chars"] == sum(map(len, DOCS[:2]))

@@ -1,4 +1,4 @@
-"""Tests for charrnn.evaluation: the streamed loss a fit reports, for any text and at the end."""
+"""Tests for charrnn.estimators.evaluation: the streamed loss a fit reports, on any text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import pytest
 
 from charrnn import CharRNNGenerator
 from charrnn.data.textfile import TextCorpus
-from charrnn.evaluation import encode_text, final_validation_loss, held_out_loss, text_loss
+from charrnn.estimators.evaluation import (
+    encode_text,
+    final_validation_loss,
+    held_out_loss,
+    text_loss,
+)
 
 SMALL = dict(hidden_size=8, num_layers=1, batch_size=4, seq_length=8, random_state=0)
 

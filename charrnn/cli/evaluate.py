@@ -16,7 +16,7 @@ from charrnn.cli.common import (
 )
 from charrnn.data.corpora import CORPORA
 from charrnn.data.corpus import CorpusText, fingerprint_mismatch
-from charrnn.evaluation import encode_text, held_out_loss, text_loss
+from charrnn.estimators.evaluation import encode_text, held_out_loss, text_loss
 
 __all__ = ["evaluate"]
 

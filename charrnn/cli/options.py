@@ -167,9 +167,7 @@ def click_type(rule: Rule, parameter: str) -> click.ParamType:
 
 def parameter_table(estimator: type) -> dict[str, Param]:
     """The estimator's parameter table: name -> :class:`~charrnn.estimators.params.Param`."""
-    # `_parameter_constraints` is the table's name in scikit-learn's convention; estimators
-    # offer no other way to read it (yet).
-    return dict(estimator._parameter_constraints)
+    return estimator.parameter_rules()
 
 
 def estimator_defaults(estimator: type) -> dict:

@@ -36,8 +36,8 @@ from charrnn.data.corpus import CorpusText, fingerprint_mismatch
 from charrnn.data.textfile import TextCorpus
 from charrnn.engine import network
 from charrnn.engine.training import StopFlag
+from charrnn.estimators.evaluation import final_validation_loss
 from charrnn.estimators.generator import CharRNNGenerator
-from charrnn.evaluation import final_validation_loss
 from charrnn.io import check_writable
 
 __all__ = ["TRAIN_DEFAULTS", "train"]

@@ -149,6 +149,14 @@ class RecurrentEstimator(BaseEstimator):
         "dtype",
     )
 
+    @classmethod
+    def parameter_rules(cls) -> dict[str, Param]:
+        """The table of what each constructor parameter accepts: name -> :class:`Param`.
+
+        ``fit`` checks it; ``charrnn train`` builds its options from it.
+        """
+        return dict(cls._parameter_constraints)
+
     def _validate_params(self) -> None:
         """Check every parameter against the class's table (ValueError/TypeError naming it)."""
         validate_params(self, self._parameter_constraints)
@@ -173,6 +181,12 @@ class RecurrentEstimator(BaseEstimator):
         """The :class:`~charrnn.engine.tasks.TrainingTask` for ``data``; ``validation`` False
         means every sample trains (``partial_fit``)."""
         raise NotImplementedError
+
+    def _check_resume(self, data) -> None:
+        """Raise ValueError unless ``data`` is what the interrupted ``fit`` was training on."""
+
+    def _record_training_data(self, data) -> None:
+        """Remember what identifies the data a ``fit`` trains on (for a later resume)."""
 
     def _make_average(self):
         """A :class:`~charrnn.engine.averaging.WeightAverage` to keep during training, or None."""
@@ -229,6 +243,10 @@ class RecurrentEstimator(BaseEstimator):
             rng = self._rng()
             self._initialise_model(data, rng)
             self._reset_history(rng)
+        if resuming:
+            self._check_resume(data)
+        elif not incremental:
+            self._record_training_data(data)
         task = self._make_task(data, validation=not incremental, rng=self._train_rng)
         decay = {} if self.weight_decay is None else {"weight_decay": self.weight_decay}
         trainer = Trainer(

@@ -12,6 +12,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
 from charrnn.data.batches import split_train_validation
+from charrnn.data.corpus import fingerprint_mismatch, text_fingerprint
 from charrnn.data.textfile import TextCorpus
 from charrnn.data.vocab import CharVocab
 from charrnn.engine import network
@@ -21,8 +22,8 @@ from charrnn.estimators.params import Integer, Param, as_generator
 from charrnn.io import check_writable, save_arrays
 from charrnn.parallel.blas import scoring_threads
 
-# set by `charrnn train`: {"source", "n_chars", "sha256"} of the text, so --resume can check it
-# is given the same corpus; None for models fitted through the Python API
+# training_corpus_: {"source", "n_chars", "sha256"} of the text the last fit trained on, so a
+# resume (fit(X, resume=True), `charrnn train --resume`) can check it is given the same text
 _FITTED_SCALARS = (*FITTED_HISTORY, "training_corpus_")
 
 
@@ -174,6 +175,10 @@ class CharRNNGenerator(RecurrentEstimator):
         Whether the last ``fit`` stopped because the loss stopped being finite.
     training_progress_ : dict or None
         Where the last ``fit`` stopped (what ``fit(..., resume=True)`` continues from).
+    training_corpus_ : dict
+        ``{"source", "n_chars", "sha256"}`` of the text the last ``fit`` trained on
+        (:func:`charrnn.data.corpus.text_fingerprint`); ``fit(X, resume=True)`` refuses
+        another X.
 
     Notes
     -----
@@ -315,6 +320,21 @@ class CharRNNGenerator(RecurrentEstimator):
             dtype=self.dtype,
         )
         self.params_ = network.init_params(self.config_, rng)
+
+    def _record_training_data(self, data):
+        current = text_fingerprint(data)
+        recorded = getattr(self, "training_corpus_", None)
+        # a fingerprint of the same text set by the caller keeps its source name
+        if not isinstance(recorded, dict) or fingerprint_mismatch(recorded, current):
+            self.training_corpus_ = current
+
+    def _check_resume(self, data):
+        recorded = getattr(self, "training_corpus_", None)
+        if not isinstance(recorded, dict):
+            return  # a model file from before fingerprints: nothing to compare with
+        mismatch = fingerprint_mismatch(recorded, text_fingerprint(data))
+        if mismatch is not None:
+            raise ValueError(f"resume=True needs the X of the interrupted fit: {mismatch}")
 
     def _make_task(self, data, *, validation, rng):
         if isinstance(data, TextCorpus):
