@@ -149,6 +149,20 @@ class RecurrentEstimator(BaseEstimator):
         "dtype",
     )
 
+    def __init__(self, **shared):
+        # Every parameter of SHARED_PARAMETERS, stored as it is given (scikit-learn's rule:
+        # no checks here; fit checks). A subclass's __init__ names them in its signature, with
+        # its own defaults, and passes them on.
+        for name in SHARED_PARAMETERS:
+            setattr(self, name, shared[name])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True  # texts, not numeric arrays
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False  # random_state fixes every result
+        return tags
+
     @classmethod
     def parameter_rules(cls) -> dict[str, Param]:
         """The table of what each constructor parameter accepts: name -> :class:`Param`.

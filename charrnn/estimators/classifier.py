@@ -242,40 +242,18 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         verbose=0,
         init_from=None,
     ):
-        self.cell = cell
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.embedding_dim = embedding_dim
+        # the base stores the shared parameters (SHARED_PARAMETERS), this class its own
+        super().__init__(**{k: v for k, v in locals().items() if k in SHARED_PARAMETERS})
         self.bidirectional = bidirectional
         self.pooling = pooling
-        self.dropout = dropout
         self.aux_lm_weight = aux_lm_weight
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.clip_norm = clip_norm
         self.ema_momentum = ema_momentum
-        self.max_iter = max_iter
-        self.max_time = max_time
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.dtype = dtype
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
         self.init_from = init_from
 
     # -- scikit-learn plumbing ---------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
         tags.classifier_tags.multi_class = True
-        tags.non_deterministic = False
         return tags
 
     def _check_xy(self, X, y, name: str = "") -> tuple[list[str], np.ndarray]:

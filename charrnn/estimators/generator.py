@@ -238,36 +238,14 @@ class CharRNNGenerator(RecurrentEstimator):
         random_state=None,
         verbose=0,
     ):
-        self.cell = cell
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.embedding_dim = embedding_dim
-        self.dropout = dropout
+        # the base stores the shared parameters (SHARED_PARAMETERS), this class its own
+        super().__init__(**{k: v for k, v in locals().items() if k in SHARED_PARAMETERS})
         self.seq_length = seq_length
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.clip_norm = clip_norm
-        self.max_iter = max_iter
-        self.max_time = max_time
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.lr_schedule = lr_schedule
-        self.warm_start = warm_start
-        self.dtype = dtype
-        self.random_state = random_state
-        self.verbose = verbose
 
     # -- scikit-learn plumbing ---------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
         tags.target_tags.required = False
-        tags.non_deterministic = False
         # transform() gives features; no input dtype is carried through to them
         tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
