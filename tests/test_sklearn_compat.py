@@ -139,7 +139,7 @@ NUMERIC_X_CHECKS = {
     + " (text version: test_fit_leaves_parameters_and_X_alone)",
     "check_dont_overwrite_parameters": _NUMBERS_AS_X
     + " (text version: test_fit_leaves_parameters_and_X_alone)",
-    "check_estimators_fit_returns_self": _NUMBERS_AS_X + " (text: test_estimator.py)",
+    "check_estimators_fit_returns_self": _NUMBERS_AS_X + " (text: test_generator.py)",
     "check_readonly_memmap_input": _NUMBERS_AS_X + "; read-only text is tested here",
     "check_n_features_in_after_fitting": "text has no features to count (no n_features_in_)",
     "check_positive_only_tag_during_fit": "feeds negative numbers as X",
@@ -147,14 +147,14 @@ NUMERIC_X_CHECKS = {
     "check_complex_data": "feeds complex numbers as X",
     "check_dtype_object": "feeds an object array of numbers as X",
     "check_estimators_empty_data_messages": "expects numeric-shape wording for empty X; "
-    "empty text is tested in test_estimator.py",
+    "empty text is tested in test_generator.py",
     "check_pipeline_consistency": _NUMBERS_AS_X + " (text version: test_pipeline_*)",
     "check_estimators_nan_inf": "feeds NaN/inf numbers as X",
     "check_estimators_pickle": _NUMBERS_AS_X + " (text version: test_pickle_and_joblib_*)",
     "check_f_contiguous_array_estimator": "feeds a Fortran-ordered float array as X",
     "check_transformer_data_not_an_array": "feeds a wrapped numeric array as X",
     "check_transformer_general": _NUMBERS_AS_X + " (text version: test_transform_*)",
-    "check_transformer_n_iter": _NUMBERS_AS_X + " (n_iter_ is tested in test_estimator.py)",
+    "check_transformer_n_iter": _NUMBERS_AS_X + " (n_iter_ is tested in test_generator.py)",
     "check_methods_sample_order_invariance": _NUMBERS_AS_X
     + " (text version: test_methods_follow_document_order)",
     "check_methods_subset_invariance": _NUMBERS_AS_X

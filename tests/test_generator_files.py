@@ -1,7 +1,7 @@
-"""Tests for charrnn.io: a fitted generator <-> one .npz file, with no pickle inside.
+"""Tests for CharRNNGenerator.save and charrnn.load: a fitted generator <-> one .npz file.
 
 The container itself (atomic writes, corrupt and foreign archives) is tested in
-test_persist.py; here the subject is the model: what is saved, that a loaded model behaves
+test_io.py; here the subject is the model: what is saved, that a loaded model behaves
 exactly as the saved one, and that a file whose arrays disagree with its header is refused.
 """
 
