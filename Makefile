@@ -3,7 +3,8 @@
 #   make install                     create .venv and install charrnn with the dev extras
 #   make train CORPUS=shakespeare ARGS="--max-time 60 --cell gru"
 #   make sample ARGS="--len 500 --temperature 0.7"
-#   make test PYTEST_ARGS="-m 'not slow'"
+#   make test                        the whole suite (what CI runs)
+#   make test-fast                   the suite without the tests marked slow
 
 PYTHON ?= python3
 VENV = .venv
@@ -22,7 +23,7 @@ BOOTSTRAP = build/venv-bootstrap
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv install train sample test lint format bench bench-memory bench-classify \
+.PHONY: help venv install train sample test test-fast lint format bench bench-memory bench-classify \
 	quality corpora torch clean distclean
 
 help: ## List the targets
@@ -59,6 +60,9 @@ sample: $(STAMP) ## Generate text from a trained model (MODEL, ARGS)
 
 test: $(STAMP) ## Run the test suite (PYTEST_ARGS for pytest options)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow (no subprocess-heavy end-to-end runs)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Check code style with ruff
 	$(BIN)/ruff check .

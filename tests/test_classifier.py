@@ -647,6 +647,7 @@ def test_load_rejects_other_files(tmp_path):
         load_classifier(tmp_path / "gen.npz")
 
 
+@pytest.mark.slow  # spawns processes: make test-fast leaves it out
 def test_pipeline_and_grid_search_with_two_jobs():
     X, y = contains_x(48)
     pipe = make_pipeline(FunctionTransformer(np.char.lower), CharRNNClassifier(**TINY))

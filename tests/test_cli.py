@@ -88,6 +88,7 @@ def test_version_and_commands():
         assert re.search(rf"^\s+{name}\s", out, re.M), name
 
 
+@pytest.mark.slow  # spawns processes: make test-fast leaves it out
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run(
         [sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=120

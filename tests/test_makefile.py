@@ -39,6 +39,7 @@ def make(*args: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # spawns processes: make test-fast leaves it out
 def test_make_train_then_sample(tmp_path):
     rng = np.random.default_rng(0)
     words = ("to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis")

@@ -365,6 +365,7 @@ def sequential_search():
     return _small_search(n_jobs=1).fit(DOCS, on_step=_record_blas_threads)
 
 
+@pytest.mark.slow  # spawns processes: make test-fast leaves it out
 def test_grid_search_with_two_loky_workers_limits_blas_in_each(sequential_search):
     search = _small_search(n_jobs=2).fit(DOCS, on_step=_record_blas_threads)
     assert_allclose(
@@ -378,6 +379,7 @@ def test_grid_search_with_two_loky_workers_limits_blas_in_each(sequential_search
     assert search.best_estimator_.n_iter_ == 1
 
 
+@pytest.mark.slow  # spawns processes: make test-fast leaves it out
 def test_grid_search_on_a_dask_cluster(sequential_search):
     distributed = pytest.importorskip("dask.distributed")
     with (
