@@ -19,6 +19,7 @@ from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import atomic_write
 
 __all__ = [
+    "encoding_options",
     "DEBUG_ENV",
     "MODELS_ENV",
     "last_model_file",
@@ -123,6 +124,20 @@ def model_option(help_text: str = "Model file (.npz).", **kwargs):
         help=help_text,
         **kwargs,
     )
+
+
+def encoding_options(f):
+    """``--encoding`` and ``--errors``: how a command decodes a text file it reads."""
+    f = click.option(
+        "--errors",
+        type=click.Choice(["strict", "replace"]),
+        default="strict",
+        show_default=True,
+        help="What to do with bytes the encoding cannot decode.",
+    )(f)
+    return click.option(
+        "--encoding", default="utf-8", show_default=True, help="Text encoding of the file."
+    )(f)
 
 
 def load_generator(path: Path) -> CharRNNGenerator:

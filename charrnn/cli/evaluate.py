@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from charrnn.cli.common import (
+    encoding_options,
     library_errors,
     load_generator,
     model_option,
@@ -37,14 +38,7 @@ def _trained_on(gen, corpus: CorpusText) -> bool:
 @click.command()
 @model_option()
 @click.argument("corpus_source", metavar="CORPUS_OR_PATH")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the file.")
-@click.option(
-    "--errors",
-    type=click.Choice(["strict", "replace"]),
-    default="strict",
-    show_default=True,
-    help="What to do with bytes the encoding cannot decode.",
-)
+@encoding_options
 def evaluate(model, corpus_source, encoding, errors):
     """Loss of a model on CORPUS_OR_PATH (nats and bits per character, perplexity).
 

@@ -24,6 +24,7 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from charrnn.cli.common import (
+    encoding_options,
     library_errors,
     load_generator,
     models_dir,
@@ -97,14 +98,7 @@ _FIXED_ON_RESUME = (
     show_default=True,
     help="Start a new model even if the --model file exists (it is replaced).",
 )
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the file.")
-@click.option(
-    "--errors",
-    type=click.Choice(["strict", "replace"]),
-    default="strict",
-    show_default=True,
-    help="What to do with bytes the encoding cannot decode.",
-)
+@encoding_options
 @estimator_options(CharRNNGenerator, TRAIN_DEFAULTS)
 @click.pass_context
 def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hyper):
