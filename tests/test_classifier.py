@@ -787,3 +787,11 @@ def test_training_options_survive_pickle_and_grid_search_over_them(param, values
         search.fit(X, y)
     assert len(search.cv_results_["mean_test_score"]) == 2
     assert uses_it(search.best_estimator_) == (search.best_params_[param] == values[1])
+
+
+def test_too_few_texts_for_the_validation_split_say_how_to_train_without_it():
+    clf = CharRNNClassifier(**TINY)
+    with pytest.raises(ValueError, match="leaves no validation samples .* set it to 0"):
+        clf.fit(["ab", "cd", "ef", "gh"], ["a", "a", "b", "b"])
+    fit_quietly(clf.set_params(validation_fraction=0.0), ["ab", "cd", "ef", "gh"], list("aabb"))
+    assert clf.validation_scores_ is None

@@ -88,6 +88,6 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
     if val.size == 0:
         raise ValueError(
             f"validation_fraction={fraction} leaves no validation samples out of {len(y)}; "
-            "raise validation_fraction or set early_stopping=False"
+            "raise validation_fraction, or set it to 0 to train without validation"
         )
     return np.setdiff1d(np.arange(len(y)), val), val
