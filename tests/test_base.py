@@ -250,3 +250,12 @@ def test_both_estimators_share_the_parameter_rules(make):
     est.set_params(optimizer="lbfgs")
     with pytest.raises(ValueError, match="optimizer must be one of"):
         fit(est)
+
+
+@MAKERS
+def test_verbose_2_prints_a_line_per_pass(make, capsys):
+    est, _ = make(max_iter=2, verbose=2, validation_fraction=0.25)
+    quietly(fit, est)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pass ")]
+    assert [line.split(":")[0] for line in lines] == ["pass 1", "pass 2"]
+    assert all("validation" in line for line in lines)
