@@ -2,12 +2,19 @@
 
 Public API::
 
-    from charrnn import CharRNNGenerator, CharRNNClassifier, load
+    from charrnn import CharRNNGenerator, CharRNNClassifier, RNNRegressor, RNNForecaster, load
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["CharRNNClassifier", "CharRNNGenerator", "__version__", "load"]
+__all__ = [
+    "CharRNNClassifier",
+    "CharRNNGenerator",
+    "RNNForecaster",
+    "RNNRegressor",
+    "__version__",
+    "load",
+]
 
 # The public names are imported on first use: `import charrnn.engine.network` (the engine alone, as
 # the stream-group worker processes of charrnn.parallel.workers need it) then costs NumPy's import
@@ -15,6 +22,8 @@ __all__ = ["CharRNNClassifier", "CharRNNGenerator", "__version__", "load"]
 _LAZY = {
     "CharRNNGenerator": "charrnn.estimators.generator",
     "CharRNNClassifier": "charrnn.estimators.classifier",
+    "RNNRegressor": "charrnn.estimators.regressor",
+    "RNNForecaster": "charrnn.estimators.forecaster",
     "load": "charrnn.io",
 }
 

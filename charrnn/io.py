@@ -43,6 +43,7 @@ HEADER_KEY = "__header__"
 ESTIMATOR_MODULES = {
     "CharRNNGenerator": "charrnn.estimators.generator",
     "CharRNNClassifier": "charrnn.estimators.classifier",
+    "RNNRegressor": "charrnn.estimators.regressor",
 }
 
 _WRITE_MODES = {"wb": {}, "w": {"encoding": "utf-8", "newline": ""}}

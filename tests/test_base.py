@@ -1,6 +1,7 @@
 """Tests for charrnn.estimators.base: one training loop, so one behaviour for every estimator.
 
-Every scenario runs on the generator and on the classifier, with the same expectations:
+Every scenario runs on the generator, the classifier and the regressor, with the same
+expectations:
 divergence, interruption, the stopping rules, keep-best, and the fitted attributes that
 describe a run (``n_iter_``, ``loss_curve_``, ``validation_scores_``, ``best_iteration_``).
 """
@@ -17,8 +18,8 @@ import pytest
 from numpy.testing import assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
-from charrnn import CharRNNClassifier, CharRNNGenerator
-from charrnn.engine.tasks import ClassificationTask, LanguageModelTask
+from charrnn import CharRNNClassifier, CharRNNGenerator, RNNRegressor
+from charrnn.engine.tasks import ClassificationTask, LanguageModelTask, RegressionTask
 
 DOCS = [
     "the cat sat on the mat. " * 4,
@@ -28,6 +29,8 @@ DOCS = [
 ]
 TEXTS = ["a cat", "the dog", "a xylophone", "x marks", "no", "six", "box", "ten"] * 6
 LABELS = ["x" if "x" in t else "none" for t in TEXTS]
+SEQS = np.random.default_rng(0).standard_normal((48, 6))
+VALUES = SEQS[:, -2:].sum(axis=1)
 
 
 def generator(**params):
@@ -40,16 +43,27 @@ def classifier(**params):
     return CharRNNClassifier(**{**base, **params}), ClassificationTask
 
 
-def fit(est, **kwargs):
+def regressor(**params):
+    base = dict(hidden_size=8, batch_size=8, random_state=0)
+    return RNNRegressor(**{**base, **params}), RegressionTask
+
+
+def training_data(est) -> tuple:
     if isinstance(est, CharRNNClassifier):
-        return est.fit(TEXTS, LABELS, **kwargs)
-    return est.fit(DOCS, **kwargs)
+        return TEXTS, LABELS
+    if isinstance(est, RNNRegressor):
+        return SEQS, VALUES
+    return (DOCS,)
+
+
+def fit(est, **kwargs):
+    return est.fit(*training_data(est), **kwargs)
 
 
 def partial_fit(est):
     if isinstance(est, CharRNNClassifier):
         return est.partial_fit(TEXTS, LABELS, classes=["none", "x"])
-    return est.partial_fit(DOCS)
+    return est.partial_fit(*training_data(est))
 
 
 def quietly(function, *args, **kwargs):
@@ -58,7 +72,9 @@ def quietly(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-MAKERS = pytest.mark.parametrize("make", [generator, classifier], ids=["generator", "classifier"])
+MAKERS = pytest.mark.parametrize(
+    "make", [generator, classifier, regressor], ids=["generator", "classifier", "regressor"]
+)
 
 
 def weights(est) -> dict:
@@ -223,10 +239,7 @@ def test_warm_start_continues_and_refuses_a_new_shape(make):
 @MAKERS
 def test_initialize_builds_what_fit_starts_from(make, monkeypatch):
     est, task_cls = make(max_iter=1)
-    if isinstance(est, CharRNNClassifier):
-        est.initialize(TEXTS, LABELS)
-    else:
-        est.initialize(DOCS)
+    est.initialize(*training_data(est))
     assert est.n_iter_ == 0
     started = {}
 

@@ -1,4 +1,9 @@
-"""Sequence classifier network: embedding -> (bi)directional recurrent layers -> pooling -> dense.
+"""Sequence network: input -> (bi)directional recurrent layers -> pooling -> dense head.
+
+The classifier's network, and the regressor's: symbol ids enter through an embedding (or
+one-hot rows), float vectors (``input_size`` set) through the first layer's input weights
+directly; the head is scored by softmax cross-entropy over classes or by squared error over
+real values (``loss``). Everything between is the same code.
 
 Texts of different lengths share a batch by right-padding (with the end-of-document id); the
 cells never see a mask. That is exact, not an approximation, because of two facts:
@@ -20,7 +25,8 @@ Parameter names and shapes (``V`` vocabulary, ``E`` embedding, ``H`` hidden, ``G
 key                 shape         meaning
 ==================  ============  ==============================================================
 embed               (V, E)        input embedding (only when ``embedding_dim`` is set)
-l{k}.{d}.Wx         (D, G*H)      layer ``k``, direction ``d`` in {fwd, bwd}; D = E, V or K*H
+l{k}.{d}.Wx         (D, G*H)      layer ``k``, direction ``d`` in {fwd, bwd}; D = E, V, F
+                                  (``input_size``, float input) or K*H
 l{k}.{d}.Wh         (H, G*H)      recurrent weights
 l{k}.{d}.b          (G*H,)        bias
 l{k}.{d}.bhn        (H,)          GRU only: recurrent bias of the candidate
@@ -28,7 +34,7 @@ lm.{d}.W            (H, V)        auxiliary language model of direction ``d`` (o
                                   ``aux_lm_weight`` > 0): the next character from each forward
                                   state, the previous one from each backward state
 lm.{d}.b            (V,)          its bias
-Wout                (K*H, C)      output weights on the pooled features
+Wout                (K*H, C)      output weights on the pooled features (C classes or outputs)
 bout                (C,)          output bias
 ==================  ============  ==============================================================
 
@@ -51,6 +57,9 @@ from charrnn.engine.cells import CELLS
 from charrnn.engine.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
 
 POOLINGS = ("last", "mean", "max")
+#: how the head's outputs are scored: class logits by softmax cross-entropy, real values by
+#: half the mean squared error (scikit-learn's MLPRegressor's loss)
+LOSSES = ("cross_entropy", "squared_error")
 DIRECTIONS = ("fwd", "bwd")
 # Ids whose input vector starts at zero: padding/empty text and characters unseen in training.
 _NEUTRAL_IDS = (0, 1)
@@ -58,15 +67,16 @@ _NEUTRAL_IDS = (0, 1)
 
 @dataclass(frozen=True)
 class SeqClfConfig:
-    """The shape of a sequence classifier.
+    """The shape of a sequence network.
 
     Parameters
     ----------
     cell : {"rnn", "lstm", "gru"}
     vocab_size : int
-        Number of input symbols ``V``.
+        Number of input symbols ``V``; unused (0) with ``input_size``.
     n_classes : int
-        Number of outputs ``C`` (>= 2).
+        Number of outputs ``C``: classes (>= 2) with ``loss="cross_entropy"``, real values
+        (>= 1) with ``loss="squared_error"``.
     hidden_size : int
         Units per direction per layer ``H``.
     num_layers : int
@@ -81,6 +91,11 @@ class SeqClfConfig:
     dtype : {"float32", "float64"}
     aux_lm_weight : float
         Weight of the auxiliary language-modelling loss (module docstring); 0 leaves it out.
+    input_size : int or None
+        None: the input is symbol ids. An int ``F``: the input is float vectors of ``F``
+        features per step, fed to the first layer's ``Wx`` (no embedding).
+    loss : {"cross_entropy", "squared_error"}
+        What the head's outputs are and how they are scored (:data:`LOSSES`).
     """
 
     cell: str
@@ -94,11 +109,22 @@ class SeqClfConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     aux_lm_weight: float = 0.0
+    input_size: int | None = None
+    loss: str = "cross_entropy"
 
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        for name, low in (("vocab_size", 1), ("n_classes", 2), ("hidden_size", 1)):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        lows = (
+            ("vocab_size", 0 if self.input_size is not None else 1),
+            ("n_classes", 2 if self.loss == "cross_entropy" else 1),
+            ("hidden_size", 1),
+        )
+        if self.input_size is not None:
+            lows += (("input_size", 1),)
+        for name, low in lows:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -118,6 +144,9 @@ class SeqClfConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not self.aux_lm_weight >= 0.0:
             raise ValueError(f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}")
+        if self.input_size is not None and (self.embedding_dim is not None or self.aux_lm_weight):
+            # both are about symbols: an embedding table, a next-symbol prediction
+            raise ValueError("float input (input_size) takes no embedding_dim or aux_lm_weight")
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -142,13 +171,13 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
     """
     dt = np.dtype(config.dtype)
     V, H, G = config.vocab_size, config.hidden_size, CELLS[config.cell].n_gates
-    neutral = [i for i in _NEUTRAL_IDS if i < V]
+    neutral = [i for i in _NEUTRAL_IDS if i < V and config.input_size is None]
     params: dict[str, np.ndarray] = {}
     if config.embedding_dim is not None:
         params["embed"] = rng.standard_normal((V, config.embedding_dim)).astype(dt)
         params["embed"][neutral] = 0.0
     for k in range(config.num_layers):
-        d_in = config.feature_size if k > 0 else (config.embedding_dim or V)
+        d_in = config.feature_size if k > 0 else (config.input_size or config.embedding_dim or V)
         for d in config.directions:
             Wx = _glorot(rng, d_in, G * H, dt)
             if k == 0 and config.embedding_dim is None:
@@ -239,8 +268,9 @@ def forward(
 
     Parameters
     ----------
-    ids : ndarray of int, shape (T, B)
-        Right-padded symbol ids (see :func:`pad_batch`).
+    ids : ndarray of int, shape (T, B), or of float, shape (T, B, F)
+        Right-padded symbol ids (see :func:`pad_batch`), or with ``config.input_size`` float
+        input vectors.
     lengths : ndarray of int, shape (B,)
         Valid steps per column, each in [1, T].
     rng : Generator, required when ``train`` and dropout > 0
@@ -255,7 +285,7 @@ def forward(
         (T, B, K*H), and ``cache[-1]`` the pooled features, shape (B, K*H).
     """
     cell = CELLS[config.cell]
-    T, B = ids.shape
+    T, B = ids.shape[:2]
     H = config.hidden_size
     lengths = np.asarray(lengths, dtype=np.intp)
     use_dropout = train and config.dropout > 0.0
@@ -272,7 +302,9 @@ def forward(
             Wx, b = params[pre + "Wx"], params[pre + "b"]
             if k == 0:
                 x_ids = ids if d == "fwd" else _gather_time(ids, ridx)
-                if config.embedding_dim is None:
+                if config.input_size is not None:
+                    x = x_ids  # (T, B, F) float input
+                elif config.embedding_dim is None:
                     x = x_ids
                     xw = Wx[x_ids]  # one-hot @ Wx is a row gather
                 else:
@@ -370,7 +402,7 @@ def backward(
     """
     cell = CELLS[config.cell]
     ids, lengths, ridx, layers, pool_cache, pmask, _, pooled = cache
-    T, B = ids.shape
+    T, B = ids.shape[:2]
     H = config.hidden_size
     grads: dict[str, np.ndarray] = {"Wout": pooled.T @ dlogits, "bout": dlogits.sum(axis=0)}
     dpooled = dlogits @ params["Wout"].T
@@ -397,10 +429,12 @@ def backward(
             dxw2 = dxw.reshape(T * B, -1)
             grads[pre + "b"] = dxw2.sum(axis=0)
             Wx = params[pre + "Wx"]
-            if k == 0 and config.embedding_dim is None:
+            if k == 0 and config.embedding_dim is None and config.input_size is None:
                 grads[pre + "Wx"] = _scatter_rows(x.reshape(-1), dxw2, Wx.shape[0])
                 continue
             grads[pre + "Wx"] = x.reshape(T * B, -1).T @ dxw2
+            if k == 0 and config.input_size is not None:
+                continue  # nothing is trained below float input
             dx = (dxw2 @ Wx.T).reshape(T, B, -1)
             if k == 0:
                 x_ids = ids if d == "fwd" else _gather_time(ids, ridx)
@@ -424,14 +458,14 @@ def loss_and_grads(
     rng: np.random.Generator | None = None,
     train: bool = True,
 ):
-    """Mean softmax cross-entropy over the batch and the gradient of every parameter.
+    """The batch's loss (``config.loss``) and the gradient of every parameter.
 
     Parameters
     ----------
-    ids : ndarray of int, shape (T, B)
+    ids : ndarray of int, shape (T, B), or of float, shape (T, B, F) (``input_size``)
     lengths : ndarray of int, shape (B,)
-    targets : ndarray of int, shape (B,)
-        Class indices in [0, C).
+    targets : ndarray of int, shape (B,), or of float, shape (B, C)
+        Class indices in [0, C) (cross-entropy), or target values (squared error).
     rng : Generator for dropout masks.
     train : bool
         Apply dropout.
@@ -439,12 +473,19 @@ def loss_and_grads(
     Returns
     -------
     loss : float
-        Mean negative log-likelihood per text, nats, plus the weighted auxiliary
-        language-modelling loss when ``config.aux_lm_weight`` > 0 (:func:`aux_lm_loss`).
+        Cross-entropy: mean negative log-likelihood per text, nats, plus the weighted
+        auxiliary language-modelling loss when ``config.aux_lm_weight`` > 0
+        (:func:`aux_lm_loss`). Squared error: half the mean over the batch and the outputs
+        of ``(output - target) ** 2``.
     grads : dict of str to ndarray
     """
     logits, cache = forward(params, config, ids, lengths, rng, train)
     B = logits.shape[0]
+    if config.loss == "squared_error":
+        diff = logits - targets
+        loss = 0.5 * float(np.mean(np.square(diff, dtype=np.float64)))
+        diff /= diff.size  # d loss / d output
+        return loss, backward(params, config, diff, cache)
     logp = log_softmax(logits)
     rows = np.arange(B)
     loss = float(-np.mean(logp[rows, targets], dtype=np.float64))

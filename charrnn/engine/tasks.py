@@ -12,6 +12,9 @@ batch, and a validation score. A task is any object with the attributes and meth
 :class:`ClassificationTask`
     Texts of any lengths in length-bucketed, right-padded batches, reshuffled every pass.
     Validation: accuracy.
+:class:`RegressionTask`
+    Float sequences of one length with real-valued targets, in batches reshuffled every pass.
+    Validation: the coefficient of determination R².
 
 Every score is "higher is better", so early stopping reads them all the same way.
 """
@@ -34,6 +37,7 @@ from charrnn.parallel.groups import StreamGroups, group_slices, plan_groups
 __all__ = [
     "ClassificationTask",
     "LanguageModelTask",
+    "RegressionTask",
     "TrainingTask",
     "stream_loss",
     "stream_loss_on_all_cores",
@@ -283,3 +287,90 @@ class ClassificationTask:
 
     def close(self):
         pass
+
+
+# -- regression -------------------------------------------------------------------------------
+class RegressionTask:
+    """Float sequences with real-valued targets, in random batches reshuffled every pass.
+
+    The sequences all have ``T`` steps, so a batch is a plain slice: no padding, no buckets.
+
+    Parameters
+    ----------
+    config : SeqClfConfig
+        With ``input_size`` set and ``loss="squared_error"``.
+    X : ndarray, shape (n, T, F)
+        Every sequence, training and validation together, in ``config.dtype``.
+    y : ndarray, shape (n, C)
+        Targets, in ``config.dtype``.
+    train, val : ndarray of int
+        Indices into ``X`` for training and validation (``val`` may be empty).
+    batch_size : int
+    predict : callable(params, X) -> ndarray (n, C)
+        How the estimator computes outputs (for the validation score).
+    """
+
+    can_parallel = False
+
+    def __init__(self, config, X, y, train, val, *, batch_size, predict):
+        self.config = config
+        self.X = X
+        self.y = y
+        self.train = np.asarray(train, dtype=np.intp)
+        self.val = np.asarray(val, dtype=np.intp)
+        self.batch_size = int(batch_size)
+        self.predict = predict
+        self.steps_per_pass = math.ceil(len(self.train) / self.batch_size)
+        self.has_validation = len(self.val) > 0
+        self._order: np.ndarray | None = None
+
+    def batches(self, start, rng):
+        if start == 0 or self._order is None:
+            self._order = self.train[rng.permutation(len(self.train))]
+        for k in range(start, self.steps_per_pass):
+            yield k, self._order[k * self.batch_size : (k + 1) * self.batch_size]
+
+    def loss_and_grads(self, params, batch, rng, parallel):
+        x = np.ascontiguousarray(self.X[batch].transpose(1, 0, 2))  # (T, B, F)
+        lengths = np.full(len(batch), x.shape[0], dtype=np.intp)
+        loss, grads = seqclf.loss_and_grads(params, self.config, x, lengths, self.y[batch], rng)
+        return loss, grads, len(batch), x.shape[0] * len(batch)
+
+    def commit_step(self):
+        pass
+
+    def validation_score(self, params, parallel):
+        if not self.has_validation:
+            return math.nan
+        return r2_score(self.y[self.val], self.predict(params, self.X[self.val]))
+
+    def record_fields(self, score):
+        return {"val_r2": score}
+
+    def state_arrays(self):
+        return {}
+
+    def load_state_arrays(self, arrays):
+        pass
+
+    def close(self):
+        pass
+
+
+def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The coefficient of determination, averaged uniformly over the outputs.
+
+    As ``sklearn.metrics.r2_score`` (the engine does not import scikit-learn): an output
+    whose true values are constant scores 1 when predicted exactly, else 0.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray, shape (n, C)
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    residual = np.square(y_true - y_pred).sum(axis=0)
+    total = np.square(y_true - y_true.mean(axis=0)).sum(axis=0)
+    exact = residual == 0
+    scores = np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0), 0.0)
+    scores[exact] = 1.0
+    return float(scores.mean())

@@ -1,0 +1,253 @@
+"""RNNForecaster: the next ``horizon`` values of a series, from windows of its past.
+
+Fitting cuts the series into windows (:func:`charrnn.data.windows.make_windows`) and trains a
+regressor -- an :class:`~charrnn.estimators.regressor.RNNRegressor` unless told otherwise --
+to map each window to the ``horizon`` values after it, all at once (direct multi-output, so
+no forecast is fed back as an input). ``X`` is the series itself, time along the first axis,
+so scikit-learn's ``TimeSeriesSplit`` splits it into a past that ``fit`` sees and a future
+that ``score`` forecasts, and ``GridSearchCV`` tunes a forecaster without leaking the future.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
+
+from charrnn.data.windows import check_series, check_window_length, make_windows
+from charrnn.estimators.base import RecurrentEstimator
+from charrnn.estimators.regressor import RNNRegressor
+
+__all__ = ["RNNForecaster", "seasonal_naive_scale"]
+
+
+def seasonal_naive_scale(series: np.ndarray, season: int) -> np.ndarray:
+    """Mean absolute error of the seasonal-naive forecast within ``series``: MASE's scale.
+
+    Parameters
+    ----------
+    series : ndarray, shape (n_times, n_series)
+    season : int
+        Lag of the naive forecast (1 repeats the last value); a series shorter than
+        ``season + 1`` falls back to lag 1.
+
+    Returns
+    -------
+    ndarray, shape (n_series,)
+        Positive (a constant series gets 1, so its errors are reported unscaled).
+    """
+    m = season if len(series) > season else 1
+    if len(series) <= m:
+        return np.ones(series.shape[1])
+    scale = np.mean(np.abs(series[m:] - series[:-m]), axis=0)
+    return np.where(scale > 0, scale, 1.0)
+
+
+class RNNForecaster(BaseEstimator):
+    """Forecast the next ``horizon`` values of a series with a recurrent network.
+
+    Parameters
+    ----------
+    estimator : regressor or None, default=None
+        Maps windows to the values after them; None is ``RNNRegressor()`` with its defaults.
+        It is cloned by ``fit`` (``estimator_`` is the fitted copy); its parameters are
+        tuned as ``estimator__hidden_size`` and so on. Any scikit-learn regressor with
+        multi-output support works (e.g. ``Ridge()``, a lag-feature linear model); it gets
+        the windows flattened to shape (n_windows, window * n_series).
+    window : int, default=24
+        Past values each forecast reads.
+    horizon : int, default=1
+        Values forecast at once, one output each (direct multi-output).
+    relative : bool, default=True
+        Express each window and its targets as differences from the window's last value, so
+        the network learns the shape of what comes next rather than the level (a series with
+        a trend leaves the range it was trained on; its changes do not).
+    season : int, default=1
+        Seasonal period for :meth:`score`'s scale (MASE): the mean absolute error of the
+        seasonal-naive forecast on the training series. 12 for monthly data with a yearly
+        cycle.
+
+    Attributes
+    ----------
+    estimator_ : regressor
+        The fitted regressor.
+    n_series_ : int
+        Series (columns) forecast together.
+    last_window_ : ndarray, shape (window, n_series)
+        The end of the training series: what :meth:`predict` forecasts from by default and
+        :meth:`score` starts from.
+    scale_ : ndarray, shape (n_series,)
+        :func:`seasonal_naive_scale` of the training series.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.arange(240)
+    >>> series = np.sin(2 * np.pi * t / 12) + 0.01 * t
+    >>> model = RNNForecaster(RNNRegressor(max_iter=20, random_state=0), window=24, horizon=6)
+    >>> model.fit(series).predict().shape
+    (6,)
+    """
+
+    def __init__(self, estimator=None, *, window=24, horizon=1, relative=True, season=1):
+        self.estimator = estimator
+        self.window = window
+        self.horizon = horizon
+        self.relative = relative
+        self.season = season
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # the series is X; there is no y
+        tags.non_deterministic = False
+        return tags
+
+    def _lengths(self) -> tuple[int, int]:
+        window = check_window_length("window", self.window)
+        horizon = check_window_length("horizon", self.horizon)
+        check_window_length("season", self.season)
+        return window, horizon
+
+    def _inputs(self, Xw: np.ndarray) -> np.ndarray:
+        """Windows (n, window, n_series) as the regressor takes them."""
+        if isinstance(self.estimator_, RecurrentEstimator):
+            return Xw[..., 0] if Xw.shape[2] == 1 else Xw  # steps stay steps
+        return Xw.reshape(len(Xw), -1)
+
+    def _supervised(self, series: np.ndarray, window: int, horizon: int):
+        """(inputs, targets (n, horizon * n_series), each window's last value (n, 1, S))."""
+        Xw, yw = make_windows(series, window, horizon)  # (n, window, S), (n, horizon, S)
+        last = Xw[:, -1:, :].copy()
+        if self.relative:
+            Xw, yw = Xw - last, yw - last
+        return self._inputs(Xw), yw.reshape(len(yw), -1), last
+
+    def fit(self, X, y=None):
+        """Fit on a series. Returns self.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_times, ) or (n_times, n_series)
+            The series, oldest value first; at least ``window + horizon`` time steps (more
+            with the regressor's validation hold-out).
+        y : None
+            Ignored: the targets are the series' own later values.
+        """
+        window, horizon = self._lengths()
+        series = check_series(X, "X")
+        if len(series) < window + horizon:
+            raise ValueError(
+                f"X has {len(series)} time steps, shorter than window + horizon = {window} + "
+                f"{horizon}: use a longer series or a shorter window or horizon"
+            )
+        self.estimator_ = clone(RNNRegressor() if self.estimator is None else self.estimator)
+        self.n_series_ = series.shape[1]
+        inputs, targets, _ = self._supervised(series, window, horizon)
+        fraction = getattr(self.estimator_, "validation_fraction", 0)
+        if isinstance(self.estimator_, RNNRegressor) and fraction > 0:
+            # the last windows validate: a random pick would score windows whose neighbours,
+            # overlapping them almost entirely, were trained on
+            n_val = int(np.ceil(len(inputs) * fraction))
+            n_train = len(inputs) - n_val - (horizon - 1)  # no target shared with validation
+            if n_train < 1:
+                raise ValueError(
+                    f"X has {len(series)} time steps: too short for window={window}, "
+                    f"horizon={horizon} and a validation_fraction={fraction} hold-out; use a "
+                    "longer series or estimator__validation_fraction=0"
+                )
+            self.estimator_.fit(
+                inputs[:n_train],
+                targets[:n_train],
+                validation_data=(inputs[-n_val:], targets[-n_val:]),
+            )
+        else:
+            self.estimator_.fit(inputs, targets)
+        self.last_window_ = series[-window:].copy()
+        self.scale_ = seasonal_naive_scale(series, int(self.season))
+        return self
+
+    def _shaped(self, values: np.ndarray) -> np.ndarray:
+        """(n, horizon * S) outputs as (n, horizon) or (n, horizon, S)."""
+        values = values.reshape(len(values), int(self.horizon), self.n_series_)
+        return values[..., 0] if self.n_series_ == 1 else values
+
+    def _check_continuation(self, X, min_length: int) -> np.ndarray:
+        series = check_series(X, "X", min_length=min_length)
+        if series.shape[1] != self.n_series_:
+            raise ValueError(
+                f"X has {series.shape[1]} series (columns), but the forecaster was fitted on "
+                f"{self.n_series_}"
+            )
+        return series
+
+    def predict(self, X=None) -> np.ndarray:
+        """The next ``horizon`` values after a series.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_times,) or (n_times, n_series), optional
+            Recent history, at least ``window`` time steps, oldest first; its last
+            ``window`` values are read. None forecasts from the end of the training series.
+
+        Returns
+        -------
+        ndarray, shape (horizon,) or (horizon, n_series)
+        """
+        check_is_fitted(self)
+        window = int(self.window)
+        history = self.last_window_ if X is None else self._check_continuation(X, window)[-window:]
+        x = history[None].copy()  # (1, window, S)
+        last = x[:, -1:, :].copy()
+        if self.relative:
+            x -= last
+        out = np.asarray(self.estimator_.predict(self._inputs(x)), dtype=np.float64)
+        out = out.reshape(1, int(self.horizon), self.n_series_) + (last if self.relative else 0)
+        return out[0, :, 0] if self.n_series_ == 1 else out[0]
+
+    def rolling_forecast(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Forecasts from every origin in ``X``, a continuation of the training series.
+
+        Each forecast reads the ``window`` values before its origin -- the training series'
+        last values, then ``X``'s own earlier values -- and is compared with the ``horizon``
+        values of ``X`` after it: rolling-origin evaluation without refitting.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_times,) or (n_times, n_series), n_times >= horizon
+            The values that followed the training series.
+
+        Returns
+        -------
+        y_true, y_pred : ndarray, shape (n_times - horizon + 1, horizon[, n_series])
+        """
+        check_is_fitted(self)
+        horizon = int(self.horizon)
+        future = self._check_continuation(X, horizon)
+        context = np.concatenate([self.last_window_, future])
+        inputs, targets, last = self._supervised(context, int(self.window), horizon)
+        pred = np.asarray(self.estimator_.predict(inputs), dtype=np.float64)
+        pred = pred.reshape(len(pred), horizon, self.n_series_)
+        true = targets.reshape(len(targets), horizon, self.n_series_)
+        if self.relative:
+            pred, true = pred + last, true + last
+        return self._shaped(true), self._shaped(pred)
+
+    def score(self, X, y=None) -> float:
+        """Minus the mean absolute scaled error (MASE) of :meth:`rolling_forecast` on ``X``.
+
+        The mean absolute error over every origin and step of the horizon, divided by
+        ``scale_`` (the training series' in-sample seasonal-naive error), averaged over
+        the series; higher is better, as scikit-learn's model selection expects. A score
+        above -1 beats the seasonal-naive forecast's in-sample error.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_times,) or (n_times, n_series), n_times >= horizon
+            The values that followed the training series (e.g. a ``TimeSeriesSplit``
+            test fold).
+        y : None
+            Ignored.
+        """
+        true, pred = self.rolling_forecast(X)
+        err = np.abs(true - pred).reshape(-1, self.n_series_).mean(axis=0)
+        return -float(np.mean(err / self.scale_))
