@@ -3,12 +3,14 @@
 #   make install                     create .venv and install charrnn with the dev extras
 #   make train CORPUS=shakespeare ARGS="--max-time 60 --cell gru"
 #   make sample ARGS="--len 500 --temperature 0.7"
+#   make forecast SERIES=co2 ARGS="--cell lstm"   (needs the timeseries extra: statsmodels)
 #   make test                        the whole suite (what CI runs)
 #   make test-fast                   the suite without the tests marked slow
 
 PYTHON ?= python3
 VENV = .venv
 CORPUS ?= shakespeare
+SERIES ?= co2
 # Empty MODEL lets charrnn choose models/<corpus>.npz.
 MODEL ?=
 ARGS ?=
@@ -23,7 +25,7 @@ BOOTSTRAP = build/venv-bootstrap
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv install train sample test test-fast lint format bench bench-memory bench-classify \
+.PHONY: help venv install train sample forecast bench-forecast test test-fast lint format bench bench-memory bench-classify \
 	quality corpora torch clean distclean
 
 help: ## List the targets
@@ -58,6 +60,9 @@ train: $(STAMP) ## Train on CORPUS (MODEL=path to choose the output, ARGS for op
 sample: $(STAMP) ## Generate text from a trained model (MODEL, ARGS)
 	$(BIN)/charrnn sample $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
+forecast: $(STAMP) ## Forecast SERIES (named: pip install -e '.[timeseries]'; or a CSV file)
+	$(BIN)/charrnn forecast $(SERIES) $(ARGS)
+
 test: $(STAMP) ## Run the test suite (PYTEST_ARGS for pytest options)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -80,6 +85,10 @@ bench-memory: $(STAMP) ## Memory benchmark
 
 bench-classify: $(STAMP) ## Classifier vs n-gram baseline on play genres (ARGS for options)
 	$(BIN)/python scripts/classify_bench.py $(ARGS)
+
+bench-forecast: $(STAMP) ## RNN forecaster vs seasonal naive, Ridge, ETS, ARIMA on real series
+	$(BIN)/python -c "import statsmodels" 2>/dev/null || $(BIN)/python -m pip install -e ".[timeseries]"
+	$(BIN)/python scripts/forecast_bench.py $(ARGS)
 
 quality: $(STAMP) ## Model quality report
 	$(BIN)/python scripts/quality.py $(ARGS)

@@ -84,7 +84,7 @@ def error_line(result) -> str:
 def test_version_and_commands():
     assert f"version {charrnn.__version__}" in run("--version").output
     out = run("--help").output
-    for name in ("train", "sample", "evaluate", "info", "corpora"):
+    for name in ("train", "sample", "evaluate", "info", "corpora", "forecast"):
         assert re.search(rf"^\s+{name}\s", out, re.M), name
 
 
@@ -96,7 +96,9 @@ def test_python_dash_m_runs_the_cli():
     assert proc.returncode == 0 and charrnn.__version__ in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["train", "sample", "evaluate", "info", "corpora", "gradients"])
+@pytest.mark.parametrize(
+    "name", ["train", "sample", "evaluate", "info", "corpora", "gradients", "forecast"]
+)
 def test_every_option_shows_its_default(name):
     command = cli.commands[name]
     options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]

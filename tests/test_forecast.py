@@ -205,3 +205,36 @@ def test_forecaster_clones_and_tunes_nested_parameters():
     assert twin.estimator.cell == "lstm" and model.estimator.cell == "gru"
     fitted = quietly(twin.fit, seasonal(60))
     assert fitted.estimator_ is not twin.estimator and fitted.estimator_.config_.cell == "lstm"
+
+
+# -- named series and CSV columns -----------------------------------------------------------------
+
+
+def test_read_csv_column_by_name_or_last(tmp_path):
+    from charrnn.data.series import read_csv_column
+
+    path = tmp_path / "s.csv"
+    path.write_text("t,a,b\n0,1.5,10\n1,,11\n2,3,12\n")
+    assert_array_equal(read_csv_column(path), [10.0, 11.0, 12.0])
+    a = read_csv_column(path, "a")
+    assert a[0] == 1.5 and np.isnan(a[1])  # refused later, with its time step
+    path.write_text("t,a\n0,x\n")
+    with pytest.raises(ValueError, match="line 2: 'x' in column 'a' is not a number"):
+        read_csv_column(path, "a")
+
+
+def test_unknown_series_names_the_known_ones():
+    from charrnn.data.series import load_series
+
+    with pytest.raises(ValueError, match="unknown series 'airline'; named series: co2, "):
+        load_series("airline")
+
+
+def test_named_series_read_offline_from_statsmodels():
+    pytest.importorskip("statsmodels")
+    from charrnn.data.series import SERIES, load_series
+
+    for name in SERIES:
+        values, season = load_series(name)
+        assert values.ndim == 1 and len(values) > 200 and np.isfinite(values).all(), name
+        assert season in (11, 12)

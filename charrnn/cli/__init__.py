@@ -2,8 +2,8 @@
 
 This module only builds the command group and registers the commands; each command lives in
 its own module (``charrnn.cli.train``, ``.sample``, ``.evaluate``, ``.info``, ``.corpora``,
-``.gradients``), the helpers they share in :mod:`charrnn.cli.common` and the options built
-from the estimator's parameter table in :mod:`charrnn.cli.options`.
+``.gradients``, ``.forecast``), the helpers they share in :mod:`charrnn.cli.common` and the
+options built from the estimators' parameter tables in :mod:`charrnn.cli.options`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from charrnn import __version__
 # submodule `charrnn.cli.train` with the command object.
 from charrnn.cli.corpora import corpora as corpora_command
 from charrnn.cli.evaluate import evaluate as evaluate_command
+from charrnn.cli.forecast import forecast as forecast_command
 from charrnn.cli.gradients import gradients as gradients_command
 from charrnn.cli.info import info as info_command
 from charrnn.cli.sample import sample as sample_command
@@ -33,6 +34,7 @@ def cli():
     Quick start:
       charrnn train shakespeare --max-time 600   # saves models/shakespeare.npz
       charrnn sample --len 200                   # from the last trained model
+      charrnn forecast co2                       # the next season of a series
     """
 
 
@@ -42,6 +44,7 @@ cli.add_command(evaluate_command)
 cli.add_command(info_command)
 cli.add_command(corpora_command)
 cli.add_command(gradients_command)
+cli.add_command(forecast_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import click
 
@@ -214,8 +214,11 @@ def estimator_option(name: str, param: Param, default) -> Callable:
     )
 
 
-def estimator_options(estimator: type, defaults: Mapping | None = None) -> Callable:
-    """A decorator adding one option per parameter of ``estimator`` (except :data:`HIDDEN`).
+def estimator_options(
+    estimator: type, defaults: Mapping | None = None, exclude: Collection[str] = ()
+) -> Callable:
+    """A decorator adding one option per parameter of ``estimator`` (except :data:`HIDDEN`
+    and ``exclude``, parameters a command has no use for).
 
     Options come in the order of the estimator's signature; their types, ranges, choices and
     help come from its parameter table and their defaults from its signature, overridden by
@@ -231,7 +234,7 @@ def estimator_options(estimator: type, defaults: Mapping | None = None) -> Calla
     names = [
         name
         for name, p in inspect.signature(estimator).parameters.items()
-        if name not in HIDDEN and p.kind is not p.VAR_KEYWORD
+        if name not in HIDDEN and name not in exclude and p.kind is not p.VAR_KEYWORD
     ]
     missing = [n for n in names if n not in table]
     if missing:
