@@ -20,7 +20,8 @@ reported at horizon 1 and over horizons 1..season. Methods:
 * ``arima``: statsmodels' SARIMAX (1,1,1)(0,1,1,season), fitted per block, then filtered
   forward over the block with fixed parameters.
 * ``gru`` / ``lstm``: :class:`RNNForecaster` (windows of ``2 * season``, direct multi-output,
-  the last 15 % of windows as validation for early stopping).
+  the last 15 % of windows as validation for early stopping); ``grux3``: the mean forecast of
+  three such networks started from different seeds (its time is that of all three).
 
 Run: ``python scripts/forecast_bench.py`` (needs ``pip install 'charrnn[timeseries]'``);
 ``--quick`` for a smoke run. Prints a Markdown table and writes JSON with every number.
@@ -53,17 +54,18 @@ def seasonal_naive(values: np.ndarray, start: int, season: int) -> np.ndarray:
     return np.stack([values[start + i - season : start + i] for i in range(n)])
 
 
-def rnn_forecasts(cell, seed, train, test, season, max_iter):
-    reg = RNNRegressor(
-        cell=cell,
-        hidden_size=32,
-        learning_rate=3e-3,
-        max_iter=max_iter,
-        n_iter_no_change=20,
-        validation_fraction=0.15,
-        random_state=seed,
+# RNNRegressor's settings here (those of `charrnn forecast`); --rnn-params overrides them
+RNN_PARAMS = dict(hidden_size=32, learning_rate=3e-3, n_iter_no_change=20, validation_fraction=0.15)
+
+
+def rnn_forecasts(cell, seed, train, test, season, max_iter, overrides):
+    params = {**RNN_PARAMS, **overrides}
+    windows = params.pop("window_seasons", 2)
+    baseline = params.pop("baseline", "last")
+    reg = RNNRegressor(cell=cell, max_iter=max_iter, random_state=seed, **params)
+    model = RNNForecaster(
+        reg, window=windows * season, horizon=season, season=season, baseline=baseline
     )
-    model = RNNForecaster(reg, window=2 * season, horizon=season, season=season)
     model.fit(train)
     return model.rolling_forecast(test)[1], model.estimator_.n_iter_
 
@@ -96,9 +98,11 @@ def arima_forecasts(train, test, season):
     return np.array(out), None
 
 
-def evaluate(name, methods, folds, seeds, max_iter):
+def evaluate(name, methods, folds, seeds, max_iter, skip_blocks=0, overrides=None):
     values, season = load_series(name)
     block = 2 * season
+    # --skip-blocks: evaluate on earlier blocks, leaving the reported ones unseen (for tuning)
+    values = values[: len(values) - skip_blocks * block]
     rows = {}
     for k in range(folds):
         # consecutive blocks at the end, as TimeSeriesSplit(test_size=block) cuts them
@@ -107,7 +111,7 @@ def evaluate(name, methods, folds, seeds, max_iter):
         scale = seasonal_naive_scale(train[:, None], season)[0]
         truth = windows_of(np.concatenate([train, test]), len(train), season)
         for method in methods:
-            runs = seeds if method in ("gru", "lstm") else [None]
+            runs = seeds if method.split("x")[0] in ("gru", "lstm") else [None]
             for seed in runs:
                 start = time.perf_counter()
                 with warnings.catch_warnings():
@@ -124,7 +128,16 @@ def evaluate(name, methods, folds, seeds, max_iter):
                     elif method == "arima":
                         pred, n_iter = arima_forecasts(train, test, season)
                     else:
-                        pred, n_iter = rnn_forecasts(method, seed, train, test, season, max_iter)
+                        # "gru" is one network; "grux3" the mean forecast of 3 (seeds seed..seed+2)
+                        cell, _, n_nets = method.partition("x")
+                        fits = [
+                            rnn_forecasts(
+                                cell, seed + j, train, test, season, max_iter, overrides or {}
+                            )
+                            for j in range(int(n_nets or 1))
+                        ]
+                        pred = np.mean([f[0] for f in fits], axis=0)
+                        n_iter = [f[1] for f in fits]
                 seconds = time.perf_counter() - start
                 err = np.abs(truth - pred) / scale  # (origins, season)
                 rec = rows.setdefault(method, {"h1": [], "all": [], "seconds": [], "n_iter": []})
@@ -181,6 +194,15 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="one block, 20 passes")
+    parser.add_argument(
+        "--skip-blocks",
+        type=int,
+        default=0,
+        help="drop this many blocks from each series' end first (tune on earlier data)",
+    )
+    parser.add_argument(
+        "--rnn-params", type=json.loads, default={}, help="JSON overrides of RNN_PARAMS"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_results/forecast_bench.json"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -193,7 +215,10 @@ def main(argv=None):
         print("statsmodels is not installed: no ETS or ARIMA")
     start = time.perf_counter()
     results = {
-        name: evaluate(name, methods, args.folds, args.seeds, args.max_iter) for name in args.series
+        name: evaluate(
+            name, methods, args.folds, args.seeds, args.max_iter, args.skip_blocks, args.rnn_params
+        )
+        for name in args.series
     }
     print()
     print("MASE at horizon 1 / over horizons 1..season (lower is better; bold: best)")

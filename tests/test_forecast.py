@@ -126,6 +126,21 @@ def test_relative_windows_follow_a_trend_out_of_the_training_range():
     assert abs(model.predict(series[:180])[0] - 1800.0) < 15.0
 
 
+def test_seasonal_baseline_learns_corrections_to_seasonal_naive():
+    # an exactly periodic series: every correction is 0, so the forecast repeats the cycle,
+    # also past one season (step k repeats step k - season of the last cycle)
+    pattern = np.array([1.0, 5.0, 2.0, 7.0])
+    series = np.tile(pattern, 10)
+    model = RNNForecaster(Ridge(), window=8, horizon=6, season=4, baseline="seasonal")
+    assert_allclose(model.fit(series).predict(), np.tile(pattern, 2)[:6], atol=1e-9)
+    true, pred = model.rolling_forecast(series[:10])
+    assert_allclose(pred, true, atol=1e-9)
+    with pytest.raises(ValueError, match="window must be >= season"):
+        RNNForecaster(Ridge(), window=3, season=4, baseline="seasonal").fit(series)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        RNNForecaster(Ridge(), baseline="mean").fit(series)
+
+
 def test_any_multi_output_regressor_works_as_lag_feature_model():
     series = np.c_[seasonal(100), seasonal(100, seed=1)]
     model = RNNForecaster(Ridge(alpha=1e-3), window=12, horizon=3).fit(series)
@@ -143,7 +158,7 @@ def test_the_validation_hold_out_is_the_end_of_the_series(monkeypatch):
 
     monkeypatch.setattr(RNNRegressor, "fit", spy)
     series = np.arange(40.0)
-    model = RNNForecaster(quick(validation_fraction=0.25), window=5, horizon=3, relative=False)
+    model = RNNForecaster(quick(validation_fraction=0.25), window=5, horizon=3, baseline=None)
     quietly(model.fit, series)
     # 33 windows: the last 9 validate, the 2 before them are dropped (targets shared)
     assert len(seen["X"]) == 22 and len(seen["val"][0]) == 9

@@ -90,10 +90,12 @@ def plot_forecast(history: np.ndarray, forecast: np.ndarray, path: Path, title: 
     help="Period of the series' cycle (sets the default window and horizon).",
 )
 @click.option(
-    "--relative/--no-relative",
-    default=True,
+    "--baseline",
+    type=click.Choice(["last", "seasonal", "none"]),
+    default="last",
     show_default=True,
-    help="Learn changes from each window's last value rather than levels.",
+    help="Learn differences from each window's last value, or from the value a season "
+    "before each target (seasonal naive), or levels (none).",
 )
 @click.option(
     "--output",
@@ -110,7 +112,7 @@ def plot_forecast(history: np.ndarray, forecast: np.ndarray, path: Path, title: 
     help="Draw history and forecast into this image file (needs matplotlib).",
 )
 @estimator_options(RNNRegressor, FORECAST_DEFAULTS, exclude={"embedding_dim"})
-def forecast(source, column, window, horizon, season, relative, output, plot, **hyper):
+def forecast(source, column, window, horizon, season, baseline, output, plot, **hyper):
     """Fit a recurrent forecaster on SERIES_OR_CSV and print its next values.
 
     SERIES_OR_CSV is a named series (co2, sunspots, elec_equip, elnino: statsmodels' package
@@ -127,7 +129,7 @@ def forecast(source, column, window, horizon, season, relative, output, plot, **
             RNNRegressor(**hyper, verbose=1),
             window=window,
             horizon=horizon,
-            relative=relative,
+            baseline=None if baseline == "none" else baseline,
             season=season,
         )
         with warnings.catch_warnings(record=True) as caught:

@@ -18,7 +18,10 @@ from charrnn.data.windows import check_series, check_window_length, make_windows
 from charrnn.estimators.base import RecurrentEstimator
 from charrnn.estimators.regressor import RNNRegressor
 
-__all__ = ["RNNForecaster", "seasonal_naive_scale"]
+__all__ = ["BASELINES", "RNNForecaster", "seasonal_naive_scale"]
+
+#: what a forecaster's targets may be relative to (``baseline``), besides None (levels)
+BASELINES = ("last", "seasonal", None)
 
 
 def seasonal_naive_scale(series: np.ndarray, season: int) -> np.ndarray:
@@ -58,14 +61,18 @@ class RNNForecaster(BaseEstimator):
         Past values each forecast reads.
     horizon : int, default=1
         Values forecast at once, one output each (direct multi-output).
-    relative : bool, default=True
-        Express each window and its targets as differences from the window's last value, so
-        the network learns the shape of what comes next rather than the level (a series with
-        a trend leaves the range it was trained on; its changes do not).
+    baseline : {"last", "seasonal"} or None, default="last"
+        What the regressor learns the difference from, so that it learns the shape of what
+        comes next rather than the level (a series with a trend leaves the range it was
+        trained on; its changes do not). Every window is read relative to its last value;
+        the targets are relative to that last value ("last"), or to the seasonal-naive
+        forecast, the value one ``season`` before each target ("seasonal": the regressor
+        learns corrections to seasonal naive; needs ``window >= season``). None learns
+        levels.
     season : int, default=1
-        Seasonal period for :meth:`score`'s scale (MASE): the mean absolute error of the
-        seasonal-naive forecast on the training series. 12 for monthly data with a yearly
-        cycle.
+        Seasonal period: of the "seasonal" baseline, and of :meth:`score`'s scale (MASE),
+        the mean absolute error of the seasonal-naive forecast on the training series. 12
+        for monthly data with a yearly cycle.
 
     Attributes
     ----------
@@ -89,11 +96,11 @@ class RNNForecaster(BaseEstimator):
     (6,)
     """
 
-    def __init__(self, estimator=None, *, window=24, horizon=1, relative=True, season=1):
+    def __init__(self, estimator=None, *, window=24, horizon=1, baseline="last", season=1):
         self.estimator = estimator
         self.window = window
         self.horizon = horizon
-        self.relative = relative
+        self.baseline = baseline
         self.season = season
 
     def __sklearn_tags__(self):
@@ -105,7 +112,14 @@ class RNNForecaster(BaseEstimator):
     def _lengths(self) -> tuple[int, int]:
         window = check_window_length("window", self.window)
         horizon = check_window_length("horizon", self.horizon)
-        check_window_length("season", self.season)
+        season = check_window_length("season", self.season)
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.baseline == "seasonal" and window < season:
+            raise ValueError(
+                f"baseline='seasonal' reads the value one season before each target: window "
+                f"must be >= season, got window={window}, season={season}"
+            )
         return window, horizon
 
     def _inputs(self, Xw: np.ndarray) -> np.ndarray:
@@ -114,13 +128,27 @@ class RNNForecaster(BaseEstimator):
             return Xw[..., 0] if Xw.shape[2] == 1 else Xw  # steps stay steps
         return Xw.reshape(len(Xw), -1)
 
+    def _relative(self, Xw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Windows (n, window, S) -> (inputs for the regressor, the values the targets are
+        relative to, (n, horizon, S))."""
+        n, window, S = Xw.shape
+        if self.baseline is None:
+            return self._inputs(Xw), np.zeros((n, int(self.horizon), S))
+        last = Xw[:, -1:, :]
+        if self.baseline == "last":
+            base = np.repeat(last, int(self.horizon), axis=1)
+        else:
+            # seasonal naive: step k (0-based) repeats the value at k % season in the last season
+            m = int(self.season)
+            base = Xw[:, window - m + np.arange(int(self.horizon)) % m, :]
+        return self._inputs(Xw - last), base
+
     def _supervised(self, series: np.ndarray, window: int, horizon: int):
-        """(inputs, targets (n, horizon * n_series), each window's last value (n, 1, S))."""
+        """(inputs, targets (n, horizon * S), what the targets are relative to (n, horizon, S))."""
+        # series is (n_times, S), so the windows keep their series axis
         Xw, yw = make_windows(series, window, horizon)  # (n, window, S), (n, horizon, S)
-        last = Xw[:, -1:, :].copy()
-        if self.relative:
-            Xw, yw = Xw - last, yw - last
-        return self._inputs(Xw), yw.reshape(len(yw), -1), last
+        inputs, base = self._relative(Xw)
+        return inputs, (yw - base).reshape(len(yw), -1), base
 
     def fit(self, X, y=None):
         """Fit on a series. Returns self.
@@ -196,12 +224,9 @@ class RNNForecaster(BaseEstimator):
         check_is_fitted(self)
         window = int(self.window)
         history = self.last_window_ if X is None else self._check_continuation(X, window)[-window:]
-        x = history[None].copy()  # (1, window, S)
-        last = x[:, -1:, :].copy()
-        if self.relative:
-            x -= last
-        out = np.asarray(self.estimator_.predict(self._inputs(x)), dtype=np.float64)
-        out = out.reshape(1, int(self.horizon), self.n_series_) + (last if self.relative else 0)
+        inputs, base = self._relative(history[None])  # a batch of one window
+        out = np.asarray(self.estimator_.predict(inputs), dtype=np.float64)
+        out = out.reshape(1, int(self.horizon), self.n_series_) + base
         return out[0, :, 0] if self.n_series_ == 1 else out[0]
 
     def rolling_forecast(self, X) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +249,10 @@ class RNNForecaster(BaseEstimator):
         horizon = int(self.horizon)
         future = self._check_continuation(X, horizon)
         context = np.concatenate([self.last_window_, future])
-        inputs, targets, last = self._supervised(context, int(self.window), horizon)
+        inputs, targets, base = self._supervised(context, int(self.window), horizon)
         pred = np.asarray(self.estimator_.predict(inputs), dtype=np.float64)
-        pred = pred.reshape(len(pred), horizon, self.n_series_)
-        true = targets.reshape(len(targets), horizon, self.n_series_)
-        if self.relative:
-            pred, true = pred + last, true + last
+        pred = pred.reshape(len(pred), horizon, self.n_series_) + base
+        true = targets.reshape(len(targets), horizon, self.n_series_) + base
         return self._shaped(true), self._shaped(pred)
 
     def score(self, X, y=None) -> float:
