@@ -39,11 +39,15 @@ def test_forecast_prints_writes_and_plots(series_csv, tmp_path):
     assert result.exit_code == 0, result.output
     assert "sales.csv:sales: 120 values; gru 4 units, window 24" in result.output
     lines = result.output.splitlines()
-    table = lines[lines.index("step  forecast") + 1 :][:6]
+    head = next(i for i, line in enumerate(lines) if line.startswith("step"))
+    assert lines[head].split() == ["step", "forecast", "low80", "high80"]
+    table = lines[head + 1 :][:6]
     assert [int(line.split()[0]) for line in table] == [1, 2, 3, 4, 5, 6]
     rows = list(csv.reader(out.open()))
-    assert rows[0] == ["step", "forecast"] and len(rows) == 7
-    assert abs(float(rows[1][1]) - 12.4) < 2.0  # near the series' level, not nonsense
+    assert rows[0] == ["step", "forecast", "low80", "high80"] and len(rows) == 7
+    low, point, high = float(rows[1][2]), float(rows[1][1]), float(rows[1][3])
+    assert low <= point <= high
+    assert abs(point - 12.4) < 2.0  # near the series' level, not nonsense
     assert image.stat().st_size > 1000
 
 
@@ -51,10 +55,12 @@ def test_a_named_series_supplies_its_season(monkeypatch):
     # a stand-in for statsmodels' data: the command only sees values and a season
     fake = named.NamedSeries(lambda: np.sin(np.arange(80) / 2.0), 5, "test series")
     monkeypatch.setitem(named.SERIES, "wave", fake)
-    result = run("forecast", "wave", *FAST)
+    result = run("forecast", "wave", "--coverage", 0, *FAST)
     assert result.exit_code == 0, result.output
     assert "wave: 80 values; gru 4 units, window 10" in result.output
-    assert result.output.rstrip().splitlines()[-1].split()[0] == "5"  # horizon: one season
+    lines = result.output.rstrip().splitlines()
+    assert lines[-1].split()[0] == "5"  # horizon: one season
+    assert lines[-6].split() == ["step", "forecast"]  # --coverage 0: no interval
 
 
 @pytest.mark.parametrize(

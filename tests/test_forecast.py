@@ -141,6 +141,29 @@ def test_seasonal_baseline_learns_corrections_to_seasonal_naive():
         RNNForecaster(Ridge(), baseline="mean").fit(series)
 
 
+def test_prediction_intervals_come_from_the_validation_errors():
+    series = seasonal(300, seed=3)
+    reg = RNNRegressor(hidden_size=16, max_iter=40, validation_fraction=0.3, random_state=0)
+    model = quietly(RNNForecaster(reg, window=24, horizon=6, season=12).fit, series[:240])
+    assert model.validation_errors_.shape == (int(np.ceil(211 * 0.3)), 6, 1)
+    point = model.predict()
+    low, high = model.predict_interval(coverage=0.8)
+    wide_low, wide_high = model.predict_interval(coverage=0.98)
+    assert low.shape == high.shape == (6,)
+    assert (low <= point).all() and (point <= high).all()
+    assert (wide_low <= low).all() and (high <= wide_high).all()
+    # on the next values, the 80 % intervals hold roughly that share
+    true, pred = model.rolling_forecast(series[240:])
+    q = np.quantile(model.validation_errors_[..., 0], [0.1, 0.9], axis=0)
+    inside = (true >= pred + q[0]) & (true <= pred + q[1])
+    assert 0.6 < inside.mean() <= 1.0
+    with pytest.raises(ValueError, match="coverage must be in"):
+        model.predict_interval(coverage=1.0)
+    ridge = RNNForecaster(Ridge(), window=12).fit(series)
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        ridge.predict_interval()
+
+
 def test_any_multi_output_regressor_works_as_lag_feature_model():
     series = np.c_[seasonal(100), seasonal(100, seed=1)]
     model = RNNForecaster(Ridge(alpha=1e-3), window=12, horizon=3).fit(series)

@@ -39,8 +39,11 @@ def read_series(source: str, column: str | None) -> tuple[np.ndarray, int | None
     return read_csv_column(path, column), None, f"{path.name}{':' + column if column else ''}"
 
 
-def plot_forecast(history: np.ndarray, forecast: np.ndarray, path: Path, title: str) -> None:
-    """History and forecast on one time axis, written atomically to ``path``."""
+def plot_forecast(
+    history: np.ndarray, forecast: np.ndarray, path: Path, title: str, bounds=None
+) -> None:
+    """History and forecast (and its interval: a pair of arrays like ``forecast``) on one
+    time axis, written atomically to ``path``."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -55,6 +58,8 @@ def plot_forecast(history: np.ndarray, forecast: np.ndarray, path: Path, title: 
     # the forecast starts from the last observed value so the two lines join
     ft = np.arange(len(history) - 1, len(history) + len(forecast))
     ax.plot(ft, np.r_[history[-1], forecast], color="tab:red", linewidth=1.5, label="forecast")
+    if bounds is not None:
+        ax.fill_between(ft[1:], *bounds, color="tab:red", alpha=0.2, linewidth=0, label="interval")
     ax.set_xlabel("time step")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -111,8 +116,16 @@ def plot_forecast(history: np.ndarray, forecast: np.ndarray, path: Path, title: 
     show_default="no plot",
     help="Draw history and forecast into this image file (needs matplotlib).",
 )
+@click.option(
+    "--coverage",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.8,
+    show_default=True,
+    help="Also print an interval meant to hold this share of future values, from the "
+    "errors on the validation windows; 0 leaves it out.",
+)
 @estimator_options(RNNRegressor, FORECAST_DEFAULTS, exclude={"embedding_dim"})
-def forecast(source, column, window, horizon, season, baseline, output, plot, **hyper):
+def forecast(source, column, window, horizon, season, baseline, coverage, output, plot, **hyper):
     """Fit a recurrent forecaster on SERIES_OR_CSV and print its next values.
 
     SERIES_OR_CSV is a named series (co2, sunspots, elec_equip, elnino: statsmodels' package
@@ -136,6 +149,9 @@ def forecast(source, column, window, horizon, season, baseline, output, plot, **
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(values)
         predicted = model.predict()
+        bounds = None
+        if model.validation_errors_ is not None and coverage > 0:
+            bounds = model.predict_interval(coverage=coverage)
     for w in caught:  # one line each, not the warning machinery's source line
         click.echo(f"note: {w.message}", err=True)
     reg = model.estimator_
@@ -143,18 +159,25 @@ def forecast(source, column, window, horizon, season, baseline, output, plot, **
         f"{label}: {len(values)} values; {reg.cell} {reg.hidden_size} units, window {window}, "
         f"{reg.n_iter_} passes ({reg.stop_reason_})"
     )
-    click.echo("step  forecast")
-    for step, value in enumerate(predicted, start=1):
-        click.echo(f"{step:>4}  {value:.6g}")
+    header = ["step", "forecast"]
+    columns = [predicted]
+    if bounds is not None:
+        pct = f"{100 * coverage:g}"
+        header += [f"low{pct}", f"high{pct}"]
+        columns += list(bounds)
+    rows = [[i + 1, *(float(c[i]) for c in columns)] for i in range(len(predicted))]
+    click.echo("  ".join(f"{h:>10}" if k else h for k, h in enumerate(header)))
+    for row in rows:
+        click.echo(f"{row[0]:>4}" + "".join(f"  {v:>10.6g}" for v in row[1:]))
     with library_errors():
         if output is not None:
             text = io.StringIO()
             writer = csv.writer(text)
-            writer.writerow(["step", "forecast"])
-            writer.writerows((i, repr(float(v))) for i, v in enumerate(predicted, start=1))
+            writer.writerow(header)
+            writer.writerows([row[0], *(repr(v) for v in row[1:])] for row in rows)
             with atomic_write(output, "w") as f:
                 f.write(text.getvalue())
             click.echo(f"wrote {output}")
         if plot is not None:
-            plot_forecast(values, predicted, plot, f"{label}: {horizon}-step forecast")
+            plot_forecast(values, predicted, plot, f"{label}: {horizon}-step forecast", bounds)
             click.echo(f"wrote {plot}")

@@ -85,6 +85,9 @@ class RNNForecaster(BaseEstimator):
         :meth:`score` starts from.
     scale_ : ndarray, shape (n_series,)
         :func:`seasonal_naive_scale` of the training series.
+    validation_errors_ : ndarray, shape (n_validation, horizon, n_series), or None
+        True minus forecast values of the validation windows (an :class:`RNNRegressor` with
+        ``validation_fraction`` > 0), which :meth:`predict_interval` reads; else None.
 
     Examples
     --------
@@ -188,8 +191,13 @@ class RNNForecaster(BaseEstimator):
                 targets[:n_train],
                 validation_data=(inputs[-n_val:], targets[-n_val:]),
             )
+            # forecast errors on windows never trained on, for predict_interval
+            pred = np.asarray(self.estimator_.predict(inputs[-n_val:]), dtype=np.float64)
+            errors = targets[-n_val:] - pred.reshape(n_val, -1)
+            self.validation_errors_ = errors.reshape(n_val, horizon, self.n_series_)
         else:
             self.estimator_.fit(inputs, targets)
+            self.validation_errors_ = None
         self.last_window_ = series[-window:].copy()
         self.scale_ = seasonal_naive_scale(series, int(self.season))
         return self
@@ -228,6 +236,47 @@ class RNNForecaster(BaseEstimator):
         out = np.asarray(self.estimator_.predict(inputs), dtype=np.float64)
         out = out.reshape(1, int(self.horizon), self.n_series_) + base
         return out[0, :, 0] if self.n_series_ == 1 else out[0]
+
+    def predict_interval(self, X=None, coverage: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds around :meth:`predict`, from the validation errors.
+
+        Split-conformal style: for each step of the horizon, the forecast plus the empirical
+        ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles of the errors made on the
+        validation windows (the end of the training series, never trained on). The
+        validation windows also chose when training stopped, so the intervals are somewhat
+        narrow; with few windows (say under 30) the outer quantiles are rough.
+
+        Parameters
+        ----------
+        X : array-like, optional
+            As for :meth:`predict`.
+        coverage : float in (0, 1)
+            Share of future values the interval should hold.
+
+        Returns
+        -------
+        lower, upper : ndarray, shape (horizon,) or (horizon, n_series)
+
+        Raises
+        ------
+        ValueError
+            Without validation errors (another regressor, or ``validation_fraction=0``).
+        """
+        check_is_fitted(self)
+        if not 0.0 < coverage < 1.0:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+        if self.validation_errors_ is None:
+            raise ValueError(
+                "predict_interval needs the validation errors of an RNNRegressor with "
+                "validation_fraction > 0 (estimator__validation_fraction)"
+            )
+        point = self.predict(X)
+        low, high = np.quantile(
+            self.validation_errors_, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0
+        )  # each (horizon, S)
+        if self.n_series_ == 1:
+            low, high = low[:, 0], high[:, 0]
+        return point + low, point + high
 
     def rolling_forecast(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Forecasts from every origin in ``X``, a continuation of the training series.
