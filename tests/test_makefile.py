@@ -64,3 +64,15 @@ def test_make_train_then_sample(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sample_lines = proc.stdout.split("charrnn sample", 1)[1].split("\n", 1)[1]
     assert sample_lines.startswith("to")
+
+
+@pytest.mark.slow  # spawns processes: make test-fast leaves it out
+def test_make_forecast_a_csv_series(tmp_path):
+    series = tmp_path / "series.csv"
+    t = np.arange(80)
+    series.write_text("value\n" + "\n".join(f"{np.sin(i / 2):.4f}" for i in t) + "\n")
+    args = "--season 6 --horizon 3 --max-iter 2 --hidden-size 4 --seed 0"
+    proc = make("forecast", f"SERIES={series}", f"ARGS={args}", env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "series.csv: 80 values; gru 4 units, window 12" in proc.stdout
+    assert proc.stdout.rstrip().splitlines()[-1].split()[0] == "3"
