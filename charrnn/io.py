@@ -44,6 +44,7 @@ ESTIMATOR_MODULES = {
     "CharRNNGenerator": "charrnn.estimators.generator",
     "CharRNNClassifier": "charrnn.estimators.classifier",
     "RNNRegressor": "charrnn.estimators.regressor",
+    "RNNForecaster": "charrnn.estimators.forecaster",
 }
 
 _WRITE_MODES = {"wb": {}, "w": {"encoding": "utf-8", "newline": ""}}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from charrnn import load
 from charrnn.cli import cli
 from charrnn.cli.forecast import FORECAST_DEFAULTS
 from charrnn.data import series as named
@@ -30,11 +31,11 @@ def series_csv(tmp_path):
     return path
 
 
-def test_forecast_prints_writes_and_plots(series_csv, tmp_path):
-    out, image = tmp_path / "f.csv", tmp_path / "f.png"
+def test_forecast_prints_writes_plots_and_saves(series_csv, tmp_path):
+    out, image, model = tmp_path / "f.csv", tmp_path / "f.png", tmp_path / "f.npz"
     result = run(
         "forecast", series_csv, "--column", "sales", "--horizon", 6, "--season", 12,
-        "--output", out, "--plot", image, *FAST,
+        "--output", out, "--plot", image, "--save", model, *FAST,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "sales.csv:sales: 120 values; gru 4 units, window 24" in result.output
@@ -49,6 +50,7 @@ def test_forecast_prints_writes_and_plots(series_csv, tmp_path):
     assert low <= point <= high
     assert abs(point - 12.4) < 2.0  # near the series' level, not nonsense
     assert image.stat().st_size > 1000
+    assert float(rows[1][1]) == load(model).predict()[0]
 
 
 def test_a_named_series_supplies_its_season(monkeypatch):

@@ -245,6 +245,26 @@ def test_forecaster_clones_and_tunes_nested_parameters():
     assert fitted.estimator_ is not twin.estimator and fitted.estimator_.config_.cell == "lstm"
 
 
+def test_save_and_load_round_trip(tmp_path):
+    from charrnn import load
+    from charrnn.estimators.forecaster import load_forecaster
+
+    series = np.c_[seasonal(120), seasonal(120, seed=1)]
+    model = RNNForecaster(quick(), window=12, horizon=3, baseline="seasonal", season=3)
+    quietly(model.fit, series)
+    path = tmp_path / "forecaster.npz"
+    model.save(path)
+    for twin in (load(path), load_forecaster(path)):
+        assert isinstance(twin, RNNForecaster)
+        assert twin.get_params(deep=False)["season"] == 3
+        assert twin.estimator.get_params() == model.estimator_.get_params()
+        assert_array_equal(twin.predict(), model.predict())
+        assert_array_equal(twin.predict_interval()[1], model.predict_interval()[1])
+        assert twin.score(series[:20]) == model.score(series[:20])
+    with pytest.raises(ValueError, match="pickle or joblib.dump it instead"):
+        RNNForecaster(Ridge(), window=12).fit(series).save(tmp_path / "ridge.npz")
+
+
 # -- named series and CSV columns -----------------------------------------------------------------
 
 

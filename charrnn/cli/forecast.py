@@ -117,6 +117,14 @@ def plot_forecast(
     help="Draw history and forecast into this image file (needs matplotlib).",
 )
 @click.option(
+    "--save",
+    "save_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default="not saved",
+    help="Save the fitted forecaster to this model file (charrnn.load reads it).",
+)
+@click.option(
     "--coverage",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.8,
@@ -125,7 +133,9 @@ def plot_forecast(
     "errors on the validation windows; 0 leaves it out.",
 )
 @estimator_options(RNNRegressor, FORECAST_DEFAULTS, exclude={"embedding_dim"})
-def forecast(source, column, window, horizon, season, baseline, coverage, output, plot, **hyper):
+def forecast(
+    source, column, window, horizon, season, baseline, output, plot, save_path, coverage, **hyper
+):
     """Fit a recurrent forecaster on SERIES_OR_CSV and print its next values.
 
     SERIES_OR_CSV is a named series (co2, sunspots, elec_equip, elnino: statsmodels' package
@@ -178,6 +188,9 @@ def forecast(source, column, window, horizon, season, baseline, coverage, output
             with atomic_write(output, "w") as f:
                 f.write(text.getvalue())
             click.echo(f"wrote {output}")
+        if save_path is not None:
+            model.save(save_path)
+            click.echo(f"wrote {save_path}")
         if plot is not None:
             plot_forecast(values, predicted, plot, f"{label}: {horizon}-step forecast", bounds)
             click.echo(f"wrote {plot}")

@@ -17,8 +17,11 @@ from sklearn.utils.validation import check_is_fitted
 from charrnn.data.windows import check_series, check_window_length, make_windows
 from charrnn.estimators.base import RecurrentEstimator
 from charrnn.estimators.regressor import RNNRegressor
+from charrnn.io import load_arrays, save_arrays
 
-__all__ = ["BASELINES", "RNNForecaster", "seasonal_naive_scale"]
+__all__ = ["BASELINES", "RNNForecaster", "load_forecaster", "seasonal_naive_scale"]
+
+ESTIMATOR_NAME = "RNNForecaster"
 
 #: what a forecaster's targets may be relative to (``baseline``), besides None (levels)
 BASELINES = ("last", "seasonal", None)
@@ -323,3 +326,58 @@ class RNNForecaster(BaseEstimator):
         true, pred = self.rolling_forecast(X)
         err = np.abs(true - pred).reshape(-1, self.n_series_).mean(axis=0)
         return -float(np.mean(err / self.scale_))
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the fitted forecaster to ``path`` (.npz with a JSON header), atomically.
+
+        The regressor's own header and arrays are kept inside (prefixed), so the file holds
+        everything :meth:`predict`, :meth:`predict_interval` and :meth:`score` need.
+
+        Raises
+        ------
+        ValueError
+            If the regressor is not an :class:`RNNRegressor` (pickle other models instead).
+        """
+        check_is_fitted(self)
+        if not isinstance(self.estimator_, RNNRegressor):
+            raise ValueError(
+                f"only a forecaster over an RNNRegressor is saved as a model file, not over a "
+                f"{type(self.estimator_).__name__}; pickle or joblib.dump it instead"
+            )
+        reg_header, reg_arrays = self.estimator_.saved_state()
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "estimator"}
+        header = {"estimator": ESTIMATOR_NAME, "params": params, "regressor": reg_header}
+        arrays = {f"regressor/{k}": v for k, v in reg_arrays.items()}
+        arrays |= {"last_window": self.last_window_, "scale": self.scale_}
+        if self.validation_errors_ is not None:
+            arrays["validation_errors"] = self.validation_errors_
+        save_arrays(path, header, arrays)
+
+    @classmethod
+    def _from_saved(cls, header: dict, arrays: dict, path=None) -> RNNForecaster:
+        """Rebuild a fitted forecaster from :func:`charrnn.io.load_arrays` output."""
+        if header.get("estimator") != ESTIMATOR_NAME:
+            raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
+        prefix = "regressor/"
+        reg = RNNRegressor.from_saved_state(
+            header["regressor"],
+            {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+        )
+        est = cls(RNNRegressor(**reg.get_params()), **header["params"])
+        est.estimator_ = reg
+        est.last_window_ = np.array(arrays["last_window"], dtype=np.float64)
+        est.n_series_ = est.last_window_.shape[1]
+        est.scale_ = np.array(arrays["scale"], dtype=np.float64)
+        errors = arrays.get("validation_errors")
+        est.validation_errors_ = None if errors is None else np.array(errors, dtype=np.float64)
+        return est
+
+
+def load_forecaster(path) -> RNNForecaster:
+    """Load a forecaster written by :meth:`RNNForecaster.save`."""
+    header, arrays = load_arrays(path)
+    try:
+        return RNNForecaster._from_saved(header, arrays)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"model file {str(path)!r} has a malformed header ({exc!r})") from exc

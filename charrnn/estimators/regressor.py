@@ -369,6 +369,16 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
     # -- persistence ----------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (.npz with a JSON header, no pickle), atomically."""
+        save_arrays(path, *self.saved_state())
+
+    def saved_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The JSON header and the arrays :meth:`save` writes (a forecaster embeds them).
+
+        Returns
+        -------
+        header : dict
+        arrays : dict of str to ndarray
+        """
         check_is_fitted(self)
         params = self.get_params()
         if not (params["random_state"] is None or isinstance(params["random_state"], int)):
@@ -390,7 +400,12 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         arrays |= {f"optim/{k}": v for k, v in (self._optim_state or {}).items()}
         for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
             arrays[f"scale/{name}"] = getattr(self, name)
-        save_arrays(path, header, arrays)
+        return header, arrays
+
+    @classmethod
+    def from_saved_state(cls, header: dict, arrays: dict) -> RNNRegressor:
+        """Rebuild a fitted regressor from :meth:`saved_state` output."""
+        return cls._from_saved(header, arrays)
 
     @classmethod
     def _from_saved(cls, header: dict, arrays: dict, path=None) -> RNNRegressor:
