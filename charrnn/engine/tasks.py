@@ -38,6 +38,7 @@ __all__ = [
     "ClassificationTask",
     "LanguageModelTask",
     "RegressionTask",
+    "SequenceTask",
     "TrainingTask",
     "stream_loss",
     "stream_loss_on_all_cores",
@@ -220,8 +221,58 @@ class LanguageModelTask:
         self.groups.close()
 
 
-# -- classification ---------------------------------------------------------------------------
-class ClassificationTask:
+# -- whole sequences with one target each ----------------------------------------------------
+class SequenceTask:
+    """What the classification and the regression task share: samples split by index into
+    training and validation, a new batch order every pass, no state carried between steps.
+
+    Subclasses set ``steps_per_pass`` and implement :meth:`pass_order` (the batches of a new
+    pass), :meth:`loss_and_grads`, :meth:`validation_score` and :meth:`record_fields`.
+
+    Parameters
+    ----------
+    config : SeqClfConfig
+    train, val : ndarray of int
+        Sample indices for training and validation (``val`` may be empty).
+    batch_size : int
+    """
+
+    can_parallel = False
+
+    def __init__(self, config, train, val, batch_size: int):
+        self.config = config
+        self.train = np.asarray(train, dtype=np.intp)
+        self.val = np.asarray(val, dtype=np.intp)
+        self.batch_size = int(batch_size)
+        self.steps_per_pass = math.ceil(len(self.train) / self.batch_size)
+        self.has_validation = len(self.val) > 0
+        self._order: list | None = None
+
+    def pass_order(self, rng: np.random.Generator) -> list:
+        """The batches (arrays of sample indices) of a new pass, drawn from ``rng``."""
+        raise NotImplementedError
+
+    def batches(self, start, rng):
+        if start == 0 or self._order is None:
+            # a new pass: a new order, drawn from the training generator
+            self._order = self.pass_order(rng)
+        for k in range(start, len(self._order)):
+            yield k, self._order[k]
+
+    def commit_step(self):
+        pass
+
+    def state_arrays(self):
+        return {}
+
+    def load_state_arrays(self, arrays):
+        pass
+
+    def close(self):
+        pass
+
+
+class ClassificationTask(SequenceTask):
     """Texts with class labels in length-bucketed batches, reshuffled every pass.
 
     Parameters
@@ -238,27 +289,16 @@ class ClassificationTask:
         How the estimator computes logits (for the validation accuracy).
     """
 
-    can_parallel = False
-
     def __init__(self, config, seqs, targets, train, val, *, batch_size, predict_logits):
-        self.config = config
+        super().__init__(config, train, val, batch_size)
         self.seqs = seqs
         self.targets = targets
-        self.train = np.asarray(train, dtype=np.intp)
-        self.val = np.asarray(val, dtype=np.intp)
-        self.batch_size = int(batch_size)
         self.predict_logits = predict_logits
         self.lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
-        self.steps_per_pass = math.ceil(len(self.train) / self.batch_size)
-        self.has_validation = len(self.val) > 0
-        self._order: list | None = None
 
-    def batches(self, start, rng):
-        if start == 0 or self._order is None:
-            # a new pass: a new order, drawn from the training generator
-            self._order = textbatch.bucket_batches(self.lengths[self.train], self.batch_size, rng)
-        for k in range(start, len(self._order)):
-            yield k, self.train[self._order[k]]
+    def pass_order(self, rng):
+        buckets = textbatch.bucket_batches(self.lengths[self.train], self.batch_size, rng)
+        return [self.train[b] for b in buckets]
 
     def loss_and_grads(self, params, batch, rng, parallel):
         ids, lens = seqclf.pad_batch([self.seqs[i] for i in batch])
@@ -266,9 +306,6 @@ class ClassificationTask:
             params, self.config, ids, lens, self.targets[batch], rng
         )
         return loss, grads, len(batch), int(lens.sum())
-
-    def commit_step(self):
-        pass
 
     def validation_score(self, params, parallel):
         if not self.has_validation:
@@ -279,18 +316,8 @@ class ClassificationTask:
     def record_fields(self, score):
         return {"val_accuracy": score}
 
-    def state_arrays(self):
-        return {}
 
-    def load_state_arrays(self, arrays):
-        pass
-
-    def close(self):
-        pass
-
-
-# -- regression -------------------------------------------------------------------------------
-class RegressionTask:
+class RegressionTask(SequenceTask):
     """Float sequences with real-valued targets, in random batches reshuffled every pass.
 
     The sequences all have ``T`` steps, so a batch is a plain slice: no padding, no buckets.
@@ -310,34 +337,21 @@ class RegressionTask:
         How the estimator computes outputs (for the validation score).
     """
 
-    can_parallel = False
-
     def __init__(self, config, X, y, train, val, *, batch_size, predict):
-        self.config = config
+        super().__init__(config, train, val, batch_size)
         self.X = X
         self.y = y
-        self.train = np.asarray(train, dtype=np.intp)
-        self.val = np.asarray(val, dtype=np.intp)
-        self.batch_size = int(batch_size)
         self.predict = predict
-        self.steps_per_pass = math.ceil(len(self.train) / self.batch_size)
-        self.has_validation = len(self.val) > 0
-        self._order: np.ndarray | None = None
 
-    def batches(self, start, rng):
-        if start == 0 or self._order is None:
-            self._order = self.train[rng.permutation(len(self.train))]
-        for k in range(start, self.steps_per_pass):
-            yield k, self._order[k * self.batch_size : (k + 1) * self.batch_size]
+    def pass_order(self, rng):
+        order = self.train[rng.permutation(len(self.train))]
+        return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
 
     def loss_and_grads(self, params, batch, rng, parallel):
         x = np.ascontiguousarray(self.X[batch].transpose(1, 0, 2))  # (T, B, F)
         lengths = np.full(len(batch), x.shape[0], dtype=np.intp)
         loss, grads = seqclf.loss_and_grads(params, self.config, x, lengths, self.y[batch], rng)
         return loss, grads, len(batch), x.shape[0] * len(batch)
-
-    def commit_step(self):
-        pass
 
     def validation_score(self, params, parallel):
         if not self.has_validation:
@@ -346,15 +360,6 @@ class RegressionTask:
 
     def record_fields(self, score):
         return {"val_r2": score}
-
-    def state_arrays(self):
-        return {}
-
-    def load_state_arrays(self, arrays):
-        pass
-
-    def close(self):
-        pass
 
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
