@@ -301,7 +301,7 @@ def test_fast_step_matches_network_step(cell, layers, embedding):
     params, config = _net(cell, layers, embedding)
     rng = np.random.default_rng(14)
     state = [tuple(rng.uniform(-0.5, 0.5, a.shape) for a in st) for st in init_state(config, 1)]
-    fast = sampling._FastStepper(params, config, state)
+    fast = sampling.Batch1Stepper(params, config, state)
     for i in rng.integers(0, V, size=60):
         logits, state = step(params, config, np.array([i]), state)
         np.testing.assert_allclose(fast.advance(int(i)), logits[0], rtol=0, atol=1e-6)
@@ -309,7 +309,7 @@ def test_fast_step_matches_network_step(cell, layers, embedding):
 
 def test_fast_step_float32_stays_close():
     params, config = _net("lstm", 2, dtype="float32")
-    fast = sampling._FastStepper(params, config, init_state(config, 1))
+    fast = sampling.Batch1Stepper(params, config, init_state(config, 1))
     state = init_state(config, 1)
     for i in np.random.default_rng(15).integers(0, V, size=40):
         logits, state = step(params, config, np.array([i]), state)
@@ -331,7 +331,7 @@ def test_fast_generation_equals_generic_generation(cell, layers, embedding, sett
         settings.get("temperature", 1.0), settings.get("top_k"), settings.get("top_p")
     )
     fast = sampling._generate_one(
-        sampling._FastStepper(params, config, state),
+        sampling.Batch1Stepper(params, config, state),
         logits[0],
         80,
         np.random.default_rng(16),
@@ -350,7 +350,7 @@ def test_generate_without_the_fast_path_gives_the_same_text(monkeypatch):
     kwargs = {"length": 50, "prime_ids": np.array([1, 2]), "stop_at_eod": False}
     fast = generate(params, config, rng=np.random.default_rng(17), **kwargs)[0]
     monkeypatch.setattr(sampling, "_MAX_TABLE_BYTES", 0)
-    assert not sampling._FastStepper.supported(config)
+    assert not sampling.Batch1Stepper.supported(config)
     generic = generate(params, config, rng=np.random.default_rng(17), **kwargs)[0]
     np.testing.assert_array_equal(fast, generic)
 

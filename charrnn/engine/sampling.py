@@ -6,11 +6,10 @@ generator state always gives the same text, whichever code path produced it.
 
 The probabilities of a row are computed as ``exp((logits - max) / temperature)`` in the
 logits' dtype, masked by top-k and top-p, and accumulated into a float64 CDF. Generating one
-sample at a time (the common ``charrnn sample`` case) uses :class:`_FastStepper`, a
-specialised copy of :func:`charrnn.engine.network.step` for batch 1 that works on pre-arranged
-weights
-and preallocated 1-D buffers: at batch 1 a step costs its matrix-vector products plus about a
-microsecond per NumPy call, so it makes as few calls per character as it can.
+sample at a time (the common ``charrnn sample`` case) steps with :class:`Batch1Stepper`, which
+runs the cells' own step arithmetic on weights arranged once and preallocated 1-D buffers: at
+batch 1 a step costs its matrix-vector products plus about a microsecond per NumPy call, so it
+makes as few calls per character as it can.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from charrnn.engine.cells import GRUCell, LSTMCell, RNNCell
 from charrnn.engine.network import NetworkConfig, forward_logits, init_state, step
 
 # Uniform numbers are drawn in blocks of at most this many (steps x samples) values, so a long
@@ -164,63 +164,119 @@ def sample_next(
     return ids[0] if squeeze else ids
 
 
-class _FastStepper:
-    """:func:`charrnn.engine.network.step` for batch 1, on pre-arranged weights and fixed buffers.
+def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-ordered array whose data starts on a 64-byte boundary.
 
-    The same mathematics as the generic step, arranged for fewer NumPy calls:
+    OpenBLAS's matrix-vector product ran 3-4% slower on a matrix that started 16 bytes off a
+    64-byte line (measured at (256, 1024) and (1024, 2048), float32, one thread), and NumPy
+    only guarantees 16.
+    """
+    dtype = np.dtype(dtype)
+    n_bytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(n_bytes + 64, dtype=np.uint8)
+    start = -buf.ctypes.data % 64
+    return buf[start : start + n_bytes].view(dtype).reshape(shape)
 
+
+def _scaled(a: np.ndarray, scale: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * scale`` written straight into ``out`` (default: a new 64-byte-aligned array).
+
+    The weights of a large network are copied once per :func:`generate` call, and that copy
+    counts in the generation speed, so each one is written once, where it will stay.
+    """
+    if out is None:
+        out = _aligned_empty(a.shape, a.dtype)
+    return np.multiply(a, scale, out=out)
+
+
+class Batch1Stepper:
+    """:func:`charrnn.engine.network.step` for one sample, on pre-arranged weights and buffers.
+
+    At batch 1 a step costs its matrix-vector products plus about a microsecond per NumPy call,
+    so the layers' arithmetic is that of the cells themselves (their ``activate`` and
+    ``update``, :mod:`charrnn.engine.cells`) on buffers allocated once, and the weights are
+    arranged once for fewer calls per character:
+
+    - each cell's :meth:`~charrnn.engine.cells.LSTMCell.preactivation_scale` is folded into a
+      copy of the input and recurrent weights and biases (multiplying by 0.5 is exact, so this
+      changes no value), instead of scaling every step's pre-activations;
     - the first layer's input projection plus bias is one table row, ``(Wx + b)[id]`` (or
-      ``(embed @ Wx + b)[id]``), used as a view;
-    - all layers' ``h`` live in one vector so ``[h_{k-1}, h_k]`` is a contiguous slice, and an
-      upper RNN/LSTM layer does ``[h_{k-1}, h_k] @ [[Wx], [Wh]]`` as one matrix-vector product;
-    - sigmoid gate columns are pre-multiplied by 0.5 (exact in binary floating point), so one
-      ``tanh`` over the fused gate vector serves every gate, as in the cells.
+      ``(embed @ Wx + b)[id]``);
+    - all layers' ``h`` live in one vector so that ``[h_{k-1}, h_k]`` is a contiguous slice,
+      and an upper RNN/LSTM layer does ``[h_{k-1}, h_k] @ [[Wx], [Wh]]`` as one matrix-vector
+      product (the GRU's ``r`` multiplies only ``h @ Wh_n``, so its two products stay apart);
+    - that vector ends in a constant 1, so the logits are ``[h_top, 1] @ [[Why], [by]]``.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        The network's weights (see :mod:`charrnn.engine.network`); copied, not kept.
+    config : NetworkConfig
+    state : list over layers of tuples of (1, H) arrays
+        The state to start from (copied).
+
+    Attributes
+    ----------
+    logits : ndarray, shape (V,)
+        The buffer :meth:`advance` writes into.
     """
 
     def __init__(self, params: dict, config: NetworkConfig, state: list) -> None:
-        cell, H, L = config.cell, config.hidden_size, config.num_layers
-        G = config.cell_class.n_gates
+        cell, H, L = config.cell_class, config.hidden_size, config.num_layers
+        G = cell.n_gates
         dt = np.dtype(config.dtype)
-        n_sig = {"rnn": 0, "lstm": 3 * H, "gru": 2 * H}[cell]
-        half = np.ones(G * H, dtype=dt)
-        half[:n_sig] = 0.5
+        scale = cell.preactivation_scale(H, dt)
 
-        self.cell = cell
-        self.h = np.empty(L * H, dtype=dt)  # [h_0, h_1, ..., h_{L-1}]
+        # 1-D buffers throughout: a ufunc mixing (1, n) and (n,) operands broadcasts, which
+        # costs twice a same-shape call at this size (measured)
+        # [h_0, h_1, ..., h_{L-1}, 1]: the 1 takes the output bias into the output product
+        self.h = np.empty(L * H + 1, dtype=dt)
+        self.h[-1] = 1.0
         self.c = np.empty(L * H, dtype=dt)  # LSTM cell states, same layout
         for k, st in enumerate(state):
             self.h[k * H : (k + 1) * H] = st[0][0]
-            if cell == "lstm":
+            if cell is LSTMCell:
                 self.c[k * H : (k + 1) * H] = st[1][0]
         x0 = params["l0.Wx"] if config.embedding_dim is None else params["embed"] @ params["l0.Wx"]
-        self.table = (x0 + params["l0.b"]) * half  # (V, G*H)
+        self.table = _scaled(x0 + params["l0.b"], scale)  # (V, G*H)
         self.layers = []
         for k in range(L):
             hk = self.h[k * H : (k + 1) * H]
-            Wh = params[f"l{k}.Wh"] * half
-            # Layer 0's input projection and bias are in the table; upper layers take h_{k-1}.
-            Wx = params[f"l{k}.Wx"] * half if k > 0 else None
-            b = params[f"l{k}.b"] * half if k > 0 else None
             z = np.empty(G * H, dtype=dt)
-            if cell == "gru":  # r multiplies only h @ Wh_n, so the two products stay apart
+            if cell is GRUCell:
+                Wh = _scaled(params[f"l{k}.Wh"], scale)
                 below = self.h[(k - 1) * H : k * H] if k > 0 else None
+                # Layer 0's input projection and bias are in the table; upper layers take h_{k-1}.
+                Wx = _scaled(params[f"l{k}.Wx"], scale) if k > 0 else None
+                b = params[f"l{k}.b"] * scale if k > 0 else None
                 xw = np.empty(G * H, dtype=dt) if k > 0 else None
-                views = (z[: 2 * H], z[:H], z[H : 2 * H], z[2 * H :])
-                self.layers.append((below, Wx, b, xw, Wh, params[f"l{k}.bhn"], z, views, hk))
+                rz = z[: 2 * H].reshape(2, H)  # [r, z] gate-major: the same memory at batch 1
+                bhn = params[f"l{k}.bhn"]
+                self.layers.append((below, Wx, b, xw, Wh, bhn, z, rz, *rz, z[2 * H :], hk))
                 continue
-            x_in, W = hk, Wh
-            if k > 0:  # [h_{k-1}, h_k] @ [[Wx], [Wh]]: one product instead of two and an add
-                x_in, W = self.h[(k - 1) * H : (k + 1) * H], np.vstack([Wx, Wh])
-            if cell == "lstm":
+            if k == 0:
+                x_in, W, b = hk, _scaled(params["l0.Wh"], scale), None
+            else:  # [h_{k-1}, h_k] @ [[Wx], [Wh]]: one product instead of two and an add
+                x_in, W = self.h[(k - 1) * H : (k + 1) * H], _aligned_empty((2 * H, G * H), dt)
+                _scaled(params[f"l{k}.Wx"], scale, out=W[:H])
+                _scaled(params[f"l{k}.Wh"], scale, out=W[H:])
+                b = params[f"l{k}.b"] * scale
+            if cell is LSTMCell:
+                gates = z.reshape(4, H)
                 ck = self.c[k * H : (k + 1) * H]
-                gates = (z[: 3 * H], z[:H], z[H : 2 * H], z[2 * H : 3 * H], z[3 * H :])
-                self.layers.append((x_in, W, b, z, gates, hk, ck, np.empty(H, dtype=dt)))
+                tmp = np.empty(H, dtype=dt)
+                self.layers.append((x_in, W, b, z, gates, *gates, hk, ck, tmp))
             else:
                 self.layers.append((x_in, W, b, z, hk))
-        self.Why, self.by = params["Why"], params["by"]
+        # [h_top, 1] @ [[Why], [by]]: the logits in one call
+        self.Why = _aligned_empty((H + 1, config.vocab_size), dt)
+        self.Why[:H] = params["Why"]
+        self.Why[H] = params["by"]
         self.top = self.h[(L - 1) * H :]
         self.logits = np.empty(config.vocab_size, dtype=dt)
-        self.advance = {"rnn": self._rnn, "lstm": self._lstm, "gru": self._gru}[cell]
+        self.advance = {RNNCell: self._rnn, LSTMCell: self._lstm, GRUCell: self._gru}[cell]
+        """``advance(idx) -> logits``: feed symbol ``idx``, get the next logits (V,) in
+        :attr:`logits` (overwritten by the next call)."""
 
     @staticmethod
     def supported(config: NetworkConfig) -> bool:
@@ -230,55 +286,41 @@ class _FastStepper:
         return size <= _MAX_TABLE_BYTES
 
     def _output(self) -> np.ndarray:
-        np.dot(self.top, self.Why, out=self.logits)
-        np.add(self.logits, self.by, out=self.logits)
-        return self.logits
+        return np.dot(self.top, self.Why, out=self.logits)
 
     def _lstm(self, idx: int) -> np.ndarray:
-        """Feed symbol ``idx``; returns the next logits (V,) in a reused buffer."""
-        dot, add, mul, tanh = np.dot, np.add, np.multiply, np.tanh
         row = self.table[idx]
-        for x_in, W, b, z, (sig, i, f, o, g), hk, ck, tmp in self.layers:
+        dot, add, activate, update = np.dot, np.add, LSTMCell.activate, LSTMCell.update
+        for x_in, W, b, z, gates, i, f, o, g, hk, ck, tmp in self.layers:
             dot(x_in, W, out=z)
             add(z, row if b is None else b, out=z)
-            tanh(z, out=z)
-            mul(sig, 0.5, out=sig)
-            add(sig, 0.5, out=sig)
-            mul(ck, f, out=ck)  # c = f * c + i * g
-            mul(i, g, out=tmp)
-            add(ck, tmp, out=ck)
-            tanh(ck, out=tmp)
-            mul(o, tmp, out=hk)  # h = o * tanh(c)
+            activate(gates, gates)
+            update(i, f, o, g, ck, ck, tmp, hk, tmp)
         return self._output()
 
     def _gru(self, idx: int) -> np.ndarray:
-        dot, add, mul, sub, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
-        for below, Wx, b, xw, Wh, bhn, z, (rz, r, zg, n), hk in self.layers:
+        dot, add, activate, update = np.dot, np.add, GRUCell.activate, GRUCell.update
+        for below, Wx, b, xw, Wh, bhn, z, rz, r, zg, hn, hk in self.layers:
             if below is None:
                 xw = self.table[idx]
             else:
                 dot(below, Wx, out=xw)
                 add(xw, b, out=xw)
+            n_rz = 2 * hk.shape[0]
             dot(hk, Wh, out=z)
-            add(rz, xw[: rz.shape[0]], out=rz)
-            tanh(rz, out=rz)
-            mul(rz, 0.5, out=rz)
-            add(rz, 0.5, out=rz)
-            add(n, bhn, out=n)  # n = tanh(xw_n + r * (h @ Wh_n + bhn))
-            mul(n, r, out=n)
-            add(n, xw[rz.shape[0] :], out=n)
-            tanh(n, out=n)
-            sub(hk, n, out=hk)  # h' = n + z * (h - n)
-            mul(hk, zg, out=hk)
-            add(hk, n, out=hk)
+            add(z[:n_rz], xw[:n_rz], out=z[:n_rz])
+            activate(rz, rz)
+            add(hn, bhn, out=hn)
+            update(r, zg, hn, xw[n_rz:], hn, hk, hk)
         return self._output()
 
     def _rnn(self, idx: int) -> np.ndarray:
         row = self.table[idx]
+        dot, add, activate = np.dot, np.add, RNNCell.activate
         for x_in, W, b, z, hk in self.layers:
-            np.dot(x_in, W, out=z)
-            np.add(z, row if b is None else b, out=z)
-            np.tanh(z, out=hk)
+            dot(x_in, W, out=z)
+            add(z, row if b is None else b, out=z)
+            activate(z, hk)
         return self._output()
 
 
@@ -374,8 +416,8 @@ def generate(
     else:
         all_logits, state, _ = forward_logits(params, config, prime[:, None], state)
         logits = all_logits[-1]
-    if n_samples == 1 and _FastStepper.supported(config):
-        stepper = _FastStepper(params, config, state)
+    if n_samples == 1 and Batch1Stepper.supported(config):
+        stepper = Batch1Stepper(params, config, state)
         with _single_threaded_blas():
             out = _generate_one(stepper, logits[0], length, rng, sampling, eod_id, stop_at_eod)
         return [out]
