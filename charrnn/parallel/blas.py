@@ -4,9 +4,9 @@ OpenBLAS's worker threads wait by spinning. On an idle machine two threads make 
 recurrent GEMMs faster; on a machine whose cores are busy with other processes the same
 threads wait for each other and a training step was measured 5 to 20 times slower than with
 one thread. :class:`BlasTuner` therefore times a few steps with one thread, with the full
-pool and (when the batch is split into groups of streams, :mod:`charrnn.parallel.groups`) with the
-groups running in parallel threads of one BLAS thread each, now and then during training, and
-keeps whichever is fastest.
+pool and (when the batch is split into groups of streams, :mod:`charrnn.parallel.groups`) with
+the groups running in parallel, one BLAS thread each, now and then during training, and keeps
+whichever is fastest. :class:`charrnn.parallel.ParallelSteps` is what a training loop uses.
 """
 
 from __future__ import annotations
