@@ -1,6 +1,7 @@
 """Tests for charrnn.engine.sampling: sample_next and generate."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from charrnn.engine import sampling
 from charrnn.engine.network import NetworkConfig, forward_logits, init_params, init_state, step
 from charrnn.engine.sampling import generate, sample_next
+from charrnn.parallel.blas import shared_blas_threads
 
 V = 7
 
@@ -384,22 +386,73 @@ def _threads_seen_by_the_batch1_loop(monkeypatch):
 
 
 def test_batch1_generation_runs_blas_single_threaded_then_restores(monkeypatch):
-    # Other tests may leave threads behind (which disables the limit by design); this test is
-    # about the limit itself.
-    monkeypatch.setattr(sampling, "_other_threads_running", lambda: False)
     seen, after = _threads_seen_by_the_batch1_loop(monkeypatch)
     assert seen == [1]
     assert after == 2
 
 
-def test_blas_threads_are_left_alone_while_other_threads_run(monkeypatch):
-    release = threading.Event()
-    other = threading.Thread(target=release.wait)
-    other.start()
-    try:
+def test_blas_threads_are_left_alone_while_a_fit_shares_them(monkeypatch):
+    with shared_blas_threads():
         seen, after = _threads_seen_by_the_batch1_loop(monkeypatch)
-    finally:
-        release.set()
-        other.join()
     assert seen == [2]
     assert after == 2
+
+
+def test_two_threads_sampling_at_once_leave_the_pool_at_its_size(monkeypatch):
+    """Interleave two batch-1 generations as enter A, enter B, leave A, leave B: each resizing
+    on its own would save 1 as B's "previous size" and restore it last."""
+    real = sampling._generate_one
+    b_entered, a_left = threading.Event(), threading.Event()
+    seen = {}
+
+    def spy(*args, **kwargs):
+        name = threading.current_thread().name
+        seen[name] = _blas_threads()
+        if name == "A":
+            assert b_entered.wait(10)
+        else:
+            b_entered.set()
+            assert a_left.wait(10)
+            seen["B after A left"] = _blas_threads()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "_generate_one", spy)
+    params, config = _net()
+
+    def run():
+        generate(params, config, length=5, rng=np.random.default_rng(0))
+        if threading.current_thread().name == "A":
+            a_left.set()
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != 2:
+            pytest.skip("BLAS cannot be set to 2 threads here")
+        a = threading.Thread(target=run, name="A")
+        b = threading.Thread(target=run, name="B")
+        a.start()
+        while not seen:  # A is inside its loop, with the pool cut
+            time.sleep(0.001)
+        b.start()
+        a.join(10)
+        b.join(10)
+        after = _blas_threads()
+    assert seen == {"A": 1, "B": 1, "B after A left": 1}
+    assert after == 2
+
+
+def test_many_overlapping_generations_in_threads_restore_the_pool():
+    params, config = _net()
+
+    def run(seed):
+        for k in range(30):
+            generate(params, config, length=3, rng=np.random.default_rng(seed + k))
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != 2:
+            pytest.skip("BLAS cannot be set to 2 threads here")
+        threads = [threading.Thread(target=run, args=(100 * i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert _blas_threads() == 2

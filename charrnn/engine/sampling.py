@@ -14,16 +14,14 @@ makes as few calls per character as it can.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-import threading
 from collections.abc import Iterator
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from charrnn.engine.cells import GRUCell, LSTMCell, RNNCell
 from charrnn.engine.network import NetworkConfig, forward_logits, init_state, step
+from charrnn.parallel.blas import one_blas_thread
 
 # Uniform numbers are drawn in blocks of at most this many (steps x samples) values, so a long
 # run needs neither one random call per step nor a huge array up front.
@@ -31,8 +29,6 @@ _UNIFORM_BLOCK = 1 << 16
 # Above this size (bytes) the first layer's (V, G*H) input table is not precomputed; the
 # generic path is used instead.
 _MAX_TABLE_BYTES = 64 << 20
-# Built on first use by _single_threaded_blas.
-_blas_controller: ThreadpoolController | None = None
 
 
 def _check_sampling(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
@@ -394,9 +390,9 @@ def generate(
 
     Notes
     -----
-    With ``n_samples=1`` and no other Python thread running, NumPy's BLAS is limited to one
-    thread for the duration of the call (restored afterwards): see
-    :func:`_single_threaded_blas`.
+    With ``n_samples=1`` NumPy's BLAS is limited to one thread for the duration of the call,
+    unless training runs in this process share the pool; the size is restored afterwards, also
+    when several threads generate at once (:func:`charrnn.parallel.blas.one_blas_thread`).
     """
     temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
     if not isinstance(rng, np.random.Generator):
@@ -418,36 +414,16 @@ def generate(
         logits = all_logits[-1]
     if n_samples == 1 and Batch1Stepper.supported(config):
         stepper = Batch1Stepper(params, config, state)
-        with _single_threaded_blas():
+        # Its matrix-vector products are too small to gain much from a second BLAS thread, and
+        # every call pays a thread hand-off; when the machine is busy, a worker thread that has
+        # been descheduled stalls each product: 2x512 LSTM generation was measured 10x slower
+        # with two BLAS threads than with one.
+        with one_blas_thread():
             out = _generate_one(stepper, logits[0], length, rng, sampling, eod_id, stop_at_eod)
         return [out]
     return _generate_batch(
         params, config, logits, state, n_samples, length, rng, sampling, eod_id, stop_at_eod
     )
-
-
-def _other_threads_running() -> bool:
-    return threading.active_count() > 1
-
-
-def _single_threaded_blas():
-    """Limit NumPy's BLAS to one thread while the batch-1 loop runs.
-
-    Its matrix-vector products are too small to gain much from a second thread, and every
-    call pays a thread hand-off; when the machine is busy, a worker thread that has been
-    descheduled stalls each product, and 2x512 LSTM generation was measured 10x slower with
-    two BLAS threads than with one. The controller is built once (scanning the loaded
-    libraries costs about 0.5 ms); the limit is restored when the block ends.
-
-    OpenBLAS's pool is process-wide, so while other Python threads exist (a fit running in
-    a thread, say) the pool is theirs too and is left alone.
-    """
-    if _other_threads_running():
-        return contextlib.nullcontext()
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _generate_batch(params, config, logits, state, n, length, rng, sampling, eod_id, stop):
