@@ -635,8 +635,8 @@ class CharRNNGenerator(RecurrentEstimator):
         ----------
         n_samples : int
         length : int
-            Characters to generate after the prime (fewer when a document end is drawn and
-            ``stop_at_end``).
+            Characters to generate after the prime: each text has exactly ``length``
+            characters, fewer only when ``stop_at_end`` and a document end is drawn.
         prime : str
             Text to condition on, read from the start of a document; not repeated in the output.
         temperature : float > 0
@@ -645,7 +645,9 @@ class CharRNNGenerator(RecurrentEstimator):
         random_state : int, Generator or None
             The same value gives the same texts.
         stop_at_end : bool
-            Stop a sample at the end-of-document symbol.
+            Stop a sample at the end-of-document symbol. When False the sample goes on into a
+            new document, and each document end is written as a newline (it counts in
+            ``length``).
 
         Returns
         -------
@@ -683,7 +685,9 @@ class CharRNNGenerator(RecurrentEstimator):
             eod_id=CharVocab.EOD_ID,
             stop_at_eod=stop_at_end,
         )
-        return [self.vocab_.decode(o) for o in outs]
+        # a document end inside a sample is one character, a newline, as char-rnn's corpora
+        # separate their documents
+        return [self.vocab_.decode(o, eod="\n") for o in outs]
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path) -> None:
