@@ -58,34 +58,25 @@ def _chi_square(ids, probs, n):
 
 
 # --------------------------------------------------------------------------- validation
+# What a user passes is checked by CharRNNGenerator.sample (tests/test_estimator.py); the
+# engine only asserts programming errors, and raises for logits gone non-finite.
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, np.inf, np.nan])
-def test_bad_temperature_is_rejected(bad):
-    with pytest.raises(ValueError, match="temperature"):
-        sample_next(np.zeros((1, 3)), np.random.default_rng(0), temperature=bad)
-
-
-def test_non_number_temperature_is_a_type_error():
-    with pytest.raises(TypeError, match="temperature"):
-        sample_next(np.zeros((1, 3)), np.random.default_rng(0), temperature="hot")
-
-
-@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "3"])
-def test_bad_top_k_is_rejected(bad):
-    with pytest.raises(ValueError, match="top_k"):
-        sample_next(np.zeros((1, 3)), np.random.default_rng(0), top_k=bad)
-
-
-@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.01, np.nan, True])
-def test_bad_top_p_is_rejected(bad):
-    with pytest.raises(ValueError, match="top_p"):
-        sample_next(np.zeros((1, 3)), np.random.default_rng(0), top_p=bad)
-
-
-def test_rng_must_be_a_generator():
-    with pytest.raises(TypeError, match="rng"):
-        sample_next(np.zeros((1, 3)), 0)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 0},
+        {"temperature": np.inf},
+        {"temperature": "hot"},
+        {"top_k": 0},
+        {"top_k": 1.5},
+        {"top_p": 1.01},
+        {"top_p": True},
+    ],
+)
+def test_bad_sampling_options_are_programming_errors(kwargs):
+    with pytest.raises(AssertionError, match=next(iter(kwargs))):
+        sample_next(np.zeros((1, 3)), np.random.default_rng(0), **kwargs)
 
 
 @pytest.mark.parametrize("row", [[-np.inf, -np.inf], [0.0, np.nan]])
@@ -101,15 +92,13 @@ def test_logits_without_finite_maximum_are_rejected(row):
         ({"length": -1}, "length"),
         ({"eod_id": V}, "eod_id"),
         ({"prime_ids": np.array([0, V])}, "prime_ids"),
-        ({"prime_ids": np.array([[1, 2]])}, "prime_ids"),
         ({"prime_ids": np.array([1.0, 2.0])}, "prime_ids"),
-        ({"temperature": 0.0}, "temperature"),
         ({"top_p": 2.0}, "top_p"),
     ],
 )
-def test_generate_validates_its_arguments(kwargs, name):
+def test_generate_asserts_its_arguments(kwargs, name):
     params, config = _net()
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(AssertionError, match=name):
         generate(params, config, rng=np.random.default_rng(0), **kwargs)
 
 
@@ -329,7 +318,7 @@ def test_fast_generation_equals_generic_generation(cell, layers, embedding, sett
     prime = np.array([2, 5, 1])
     all_logits, state, _ = forward_logits(params, config, prime[:, None], init_state(config, 1))
     logits = all_logits[-1]  # (1, V)
-    sampling_args = sampling._check_sampling(
+    sampling_args = sampling._sampling_options(
         settings.get("temperature", 1.0), settings.get("top_k"), settings.get("top_p")
     )
     fast = sampling._generate_one(

@@ -34,6 +34,11 @@ from charrnn.engine.workspace import Workspace, scratch
 DTYPES = ("float32", "float64")
 
 
+def _is_count(value) -> bool:
+    """Whether ``value`` is an integer >= 1 (NumPy integers too, bools not)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """The shape of a network.
@@ -63,22 +68,17 @@ class NetworkConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        # Assertions for programming errors: the estimators check what users pass against
+        # their parameter table (charrnn.estimators.params) before building a config.
+        assert self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"
         for name in ("vocab_size", "hidden_size", "num_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.embedding_dim is not None and (
-            not isinstance(self.embedding_dim, int | np.integer) or self.embedding_dim < 1
-        ):
-            raise ValueError(
-                f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            assert _is_count(value), f"{name} must be a positive integer, got {value!r}"
+        assert self.embedding_dim is None or _is_count(self.embedding_dim), (
+            f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+        )
+        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
+        assert self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
 
     @property
     def cell_class(self):
@@ -205,8 +205,7 @@ def forward(
     cell = config.cell_class
     T, B = inputs.shape
     use_dropout = train and config.dropout > 0.0
-    if use_dropout and rng is None:
-        raise ValueError("rng is required for dropout in training mode")
+    assert rng is not None or not use_dropout, "rng is required for dropout in training mode"
     keep = 1.0 - config.dropout
     ws = workspace
     xw, x = _input_projection(params, config, inputs, ws)

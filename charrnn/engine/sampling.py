@@ -31,24 +31,34 @@ _UNIFORM_BLOCK = 1 << 16
 _MAX_TABLE_BYTES = 64 << 20
 
 
-def _check_sampling(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
-    """Validate the sampling parameters; returns them as Python numbers."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive number, got {temperature!r}")
-    temperature = float(temperature)
-    if not (np.isfinite(temperature) and temperature > 0.0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        top_k = int(top_k)
-    if top_p is not None:
-        if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
-            raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
-        top_p = float(top_p)
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-    return temperature, top_k, top_p
+def _sampling_options(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
+    """The sampling options as Python numbers, asserted to be in range.
+
+    Assertions, not user errors: :meth:`charrnn.CharRNNGenerator.sample` checks what a user
+    passes (with the rules of :mod:`charrnn.estimators.params`) and names the parameter.
+    """
+    assert _real(temperature) and 0.0 < temperature < np.inf, (
+        f"temperature must be finite and > 0, got {temperature!r}"
+    )
+    assert top_k is None or (_integer(top_k) and top_k >= 1), (
+        f"top_k must be an integer >= 1 or None, got {top_k!r}"
+    )
+    assert top_p is None or (_real(top_p) and 0.0 < top_p <= 1.0), (
+        f"top_p must be in (0, 1] or None, got {top_p!r}"
+    )
+    return (
+        float(temperature),
+        None if top_k is None else int(top_k),
+        None if top_p is None else float(top_p),
+    )
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
 
 
 def _inverse_temperature(temperature: float, dtype) -> float | None:
@@ -136,21 +146,28 @@ def sample_next(
     -------
     ndarray of intp, shape (B,) (or a 0-d array for 1-D ``logits``)
 
+    Raises
+    ------
+    ValueError
+        If a row has no finite maximum (NaN, or all ``-inf``): weights gone non-finite.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> sample_next(np.array([[0.0, 5.0, 1.0]]), rng, top_k=1)
     array([1])
     """
-    temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    temperature, top_k, top_p = _sampling_options(temperature, top_k, top_p)
+    assert isinstance(rng, np.random.Generator), (
+        f"rng must be a Generator, got {type(rng).__name__}"
+    )
     logits = np.asarray(logits)
     squeeze = logits.ndim == 1
     if squeeze:
         logits = logits[None, :]
-    if logits.ndim != 2 or logits.shape[1] == 0:
-        raise ValueError(f"logits must have shape (B, V) with V >= 1, got {logits.shape}")
+    assert logits.ndim == 2 and logits.shape[1] > 0, (
+        f"logits must be (B, V), V >= 1, got {logits.shape}"
+    )
     if logits.dtype not in (np.float32, np.float64):
         logits = logits.astype(np.float64)
     if logits.shape[0] and not np.all(np.isfinite(logits.max(axis=1))):
@@ -327,19 +344,16 @@ def _uniform_rows(rng: np.random.Generator, length: int, n: int) -> Iterator[np.
         yield from rng.random((min(per_block, length - start), n))
 
 
-def _validate_ids(name: str, ids, vocab_size: int) -> np.ndarray:
+def _symbol_ids(ids, vocab_size: int) -> np.ndarray:
+    """``ids`` as a 1-D intp array, asserted to hold symbol ids."""
     arr = np.asarray(ids)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise ValueError(f"{name} must be a 1-D array of integer symbol ids")
-    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got {arr.min()}..{arr.max()}")
+    assert arr.ndim == 1 and (arr.size == 0 or arr.dtype.kind in "iu"), (
+        "prime_ids must be a 1-D array of integer symbol ids"
+    )
+    assert arr.size == 0 or (arr.min() >= 0 and arr.max() < vocab_size), (
+        f"prime_ids must hold ids in [0, {vocab_size})"
+    )
     return arr.astype(np.intp)
-
-
-def _int_at_least(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def generate(
@@ -394,16 +408,19 @@ def generate(
     unless training runs in this process share the pool; the size is restored afterwards, also
     when several threads generate at once (:func:`charrnn.parallel.blas.one_blas_thread`).
     """
-    temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    # Assertions for programming errors: CharRNNGenerator.sample checks what users pass.
+    temperature, top_k, top_p = _sampling_options(temperature, top_k, top_p)
+    assert isinstance(rng, np.random.Generator), (
+        f"rng must be a Generator, got {type(rng).__name__}"
+    )
     V = config.vocab_size
-    n_samples = _int_at_least("n_samples", n_samples, 1)
-    length = _int_at_least("length", length, 0)
-    eod_id = _int_at_least("eod_id", eod_id, 0)
-    if eod_id >= V:
-        raise ValueError(f"eod_id must be < vocab_size ({V}), got {eod_id}")
-    prime = None if prime_ids is None else _validate_ids("prime_ids", prime_ids, V)
+    assert _integer(n_samples) and n_samples >= 1, (
+        f"n_samples must be an integer >= 1, got {n_samples!r}"
+    )
+    assert _integer(length) and length >= 0, f"length must be an integer >= 0, got {length!r}"
+    assert _integer(eod_id) and 0 <= eod_id < V, f"eod_id must be an id < {V}, got {eod_id!r}"
+    n_samples, length, eod_id = int(n_samples), int(length), int(eod_id)
+    prime = None if prime_ids is None else _symbol_ids(prime_ids, V)
     sampling = (temperature, top_k, top_p)
 
     state = init_state(config, 1)

@@ -96,28 +96,26 @@ class SeqClfConfig:
     aux_lm_weight: float = 0.0
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        for name, low in (("vocab_size", 1), ("n_classes", 2), ("hidden_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.num_layers, int | np.integer) or self.num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {self.num_layers!r}")
-        if self.embedding_dim is not None and (
-            not isinstance(self.embedding_dim, int | np.integer) or self.embedding_dim < 1
+        # Assertions for programming errors: CharRNNClassifier checks what users pass against
+        # its parameter table (charrnn.estimators.params) before building a config.
+        assert self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"
+        for name, low in (
+            ("vocab_size", 1),
+            ("n_classes", 2),
+            ("hidden_size", 1),
+            ("num_layers", 1),
         ):
-            raise ValueError(
-                f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+            value = getattr(self, name)
+            assert isinstance(value, int | np.integer) and value >= low, (
+                f"{name} must be an integer >= {low}, got {value!r}"
             )
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if not self.aux_lm_weight >= 0.0:
-            raise ValueError(f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}")
+        assert self.embedding_dim is None or (
+            isinstance(self.embedding_dim, int | np.integer) and self.embedding_dim >= 1
+        ), f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+        assert self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"
+        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
+        assert self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
+        assert self.aux_lm_weight >= 0.0, f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}"
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -184,8 +182,8 @@ def pad_batch(seqs: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.n
     lengths : ndarray of intp, shape (B,)
     """
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
-    if lengths.size == 0 or lengths.min() < 1:
-        raise ValueError("every sequence in a batch must have at least one symbol")
+    # the classifier reads an empty text as one end-of-document symbol
+    assert lengths.size and lengths.min() >= 1, "every sequence in a batch needs a symbol"
     T = int(lengths.max())
     batch_major = np.full((len(seqs), T), pad_id, dtype=np.intp)
     # Row-major boolean assignment fills each row's valid prefix in order.
@@ -259,8 +257,7 @@ def forward(
     H = config.hidden_size
     lengths = np.asarray(lengths, dtype=np.intp)
     use_dropout = train and config.dropout > 0.0
-    if use_dropout and rng is None:
-        raise ValueError("rng is required for dropout in training mode")
+    assert rng is not None or not use_dropout, "rng is required for dropout in training mode"
     keep = 1.0 - config.dropout
     ridx = reverse_index(lengths, T) if config.bidirectional else None
     layers = []

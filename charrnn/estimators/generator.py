@@ -654,8 +654,13 @@ class CharRNNGenerator(RecurrentEstimator):
         list of str, length n_samples
         """
         check_is_fitted(self)
+        from charrnn.estimators.params import Real
+
         Integer(1).check("n_samples", n_samples)
         Integer(0).check("length", length)
+        Real(0.0, low_open=True).check("temperature", temperature)
+        Integer(1, none_ok=True).check("top_k", top_k)
+        Real(0.0, 1.0, low_open=True, none_ok=True).check("top_p", top_p)
         if not isinstance(prime, str):
             raise TypeError(f"prime must be a string, got {type(prime).__name__}")
         unknown = self.vocab_.unknown_chars(prime)
