@@ -8,7 +8,6 @@ import pytest
 
 from charrnn.engine.network import (
     NetworkConfig,
-    _scatter_rows,
     forward,
     forward_logits,
     init_params,
@@ -16,6 +15,7 @@ from charrnn.engine.network import (
     log_softmax,
     loss_and_grads,
     n_parameters,
+    scatter_rows,
     step,
 )
 from charrnn.engine.optim import Adam
@@ -232,7 +232,7 @@ def test_scatter_rows_is_the_adjoint_of_a_row_gather(n):
     rows = rng.standard_normal((ids.size, 3))
     expected = np.zeros((n, 3))
     np.add.at(expected, ids, rows)
-    np.testing.assert_allclose(_scatter_rows(ids, rows, n), expected, atol=1e-12)
+    np.testing.assert_allclose(scatter_rows(ids, rows, n), expected, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- gradients

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from charrnn.engine.cells import CELLS
-from charrnn.engine.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
+from charrnn.engine.network import DTYPES, glorot, log_softmax, orthogonal, scatter_rows
 
 POOLINGS = ("last", "mean", "max")
 DIRECTIONS = ("fwd", "bwd")
@@ -148,11 +148,11 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
     for k in range(config.num_layers):
         d_in = config.feature_size if k > 0 else (config.embedding_dim or V)
         for d in config.directions:
-            Wx = _glorot(rng, d_in, G * H, dt)
+            Wx = glorot(rng, d_in, G * H, dt)
             if k == 0 and config.embedding_dim is None:
                 Wx[neutral] = 0.0  # one-hot rows play the embedding's role
             params[f"l{k}.{d}.Wx"] = Wx
-            params[f"l{k}.{d}.Wh"] = np.concatenate([_orthogonal(rng, H, dt) for _ in range(G)], 1)
+            params[f"l{k}.{d}.Wh"] = np.concatenate([orthogonal(rng, H, dt) for _ in range(G)], 1)
             b = np.zeros(G * H, dtype=dt)
             if config.cell == "lstm":
                 b[H : 2 * H] = 1.0
@@ -161,9 +161,9 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
                 params[f"l{k}.{d}.bhn"] = np.zeros(H, dtype=dt)
     if config.aux_lm_weight > 0:
         for d in config.directions:
-            params[f"lm.{d}.W"] = _glorot(rng, H, V, dt)
+            params[f"lm.{d}.W"] = glorot(rng, H, V, dt)
             params[f"lm.{d}.b"] = np.zeros(V, dtype=dt)
-    params["Wout"] = _glorot(rng, config.feature_size, config.n_classes, dt)
+    params["Wout"] = glorot(rng, config.feature_size, config.n_classes, dt)
     params["bout"] = np.zeros(config.n_classes, dtype=dt)
     return params
 
@@ -395,14 +395,14 @@ def backward(
             grads[pre + "b"] = dxw2.sum(axis=0)
             Wx = params[pre + "Wx"]
             if k == 0 and config.embedding_dim is None:
-                grads[pre + "Wx"] = _scatter_rows(x.reshape(-1), dxw2, Wx.shape[0])
+                grads[pre + "Wx"] = scatter_rows(x.reshape(-1), dxw2, Wx.shape[0])
                 continue
             grads[pre + "Wx"] = x.reshape(T * B, -1).T @ dxw2
             dx = (dxw2 @ Wx.T).reshape(T, B, -1)
             if k == 0:
                 x_ids = ids if d == "fwd" else _gather_time(ids, ridx)
                 n_symbols = params["embed"].shape[0]
-                g_embed = _scatter_rows(x_ids.reshape(-1), dx.reshape(T * B, -1), n_symbols)
+                g_embed = scatter_rows(x_ids.reshape(-1), dx.reshape(T * B, -1), n_symbols)
                 grads["embed"] = g_embed if "embed" not in grads else grads["embed"] + g_embed
                 continue
             if d == "bwd":
