@@ -32,8 +32,7 @@ from charrnn.engine.network import NetworkConfig, init_params, init_state
 from charrnn.engine.optim import clip_grad_norm, make_optimizer
 from charrnn.engine.sampling import generate
 from charrnn.io import atomic_write
-from charrnn.parallel.blas import BlasTuner, blas_pool_size
-from charrnn.parallel.groups import StreamGroups, plan_groups
+from charrnn.parallel import ParallelSteps
 
 try:  # PyTorch is optional: without it the torch columns read "n/a".
     import torch
@@ -88,11 +87,12 @@ def train_flops_per_char(m: Model) -> int:
 class CharrnnTrain:
     """The training step as :class:`charrnn.engine.training.Trainer` runs it.
 
-    The batch is split into groups of streams (one per core, :mod:`charrnn.parallel.groups`) and a
+    The step's loss and gradients come from :class:`charrnn.parallel.ParallelSteps`, the
+    trainer's own: the batch is split into groups of streams (one per core) and a
     :class:`~charrnn.parallel.blas.BlasTuner` keeps the fastest of one BLAS thread, the full pool
-    and
-    parallel groups, re-timing them every 300 steps; its probes are part of the figures.
-    ``modes`` counts the steps run in each mode.
+    and parallel groups, re-timing them every 300 steps; its probes are part of the figures.
+    Then gradient clipping and the Adam update, as in training. ``modes`` counts the steps run
+    in each mode (``off`` with ``CHARRNN_PARALLEL=0``).
     """
 
     unit_name = "step"
@@ -102,10 +102,9 @@ class CharrnnTrain:
         self.config = NetworkConfig(m.cell, VOCAB, m.hidden, m.layers)
         self.params = init_params(self.config, rng)
         self.opt = make_optimizer("adam", self.params, LR)
-        self.groups = StreamGroups(m.batch, plan_groups(m.batch, blas_pool_size()))
-        self.tuner = BlasTuner(parallel=self.groups.n_groups > 1)
-        if mode is not None:  # one fixed mode, for comparing the modes (--each-mode)
-            self.tuner.modes = [mode]
+        self.steps = ParallelSteps(m.batch).start()
+        if mode is not None and self.steps.tuner is not None:
+            self.steps.tuner.modes = [mode]  # one fixed mode, for comparing them (--each-mode)
         self.modes: dict[str, int] = {}
         self.state = init_state(self.config, m.batch)
         self.data = rng.integers(0, VOCAB, size=(8, m.seq + 1, m.batch)).astype(np.intp)
@@ -114,28 +113,23 @@ class CharrnnTrain:
 
     @property
     def settled(self) -> bool:
-        return self.tuner.settled
+        return self.steps.settled
 
     def run(self, units: int) -> int:
+        steps = self.steps
         for _ in range(units):
             chunk = self.data[self.k % len(self.data)]
             self.k += 1
-            self.tuner.before_step()
-            mode = str(self.tuner.mode)
-            _, grads, self.state = self.groups.loss_and_grads(
-                self.params,
-                self.config,
-                chunk[:-1],
-                chunk[1:],
-                self.state,
-                parallel=self.tuner.parallel,
+            _, grads, self.state = steps.loss_and_grads(
+                self.params, self.config, chunk[:-1], chunk[1:], self.state
             )
+            mode = "off" if steps.tuner is None else str(steps.tuner.mode)
             clip_grad_norm(grads, CLIP)
             self.opt.step(grads)
-            self.tuner.after_step()
+            steps.step_done()
             self.modes[mode] = self.modes.get(mode, 0) + 1
         # the GEMM-rate and PyTorch windows in between see the BLAS pool as configured
-        self.tuner.release()
+        steps.release()
         return units * self.chars
 
 
@@ -208,8 +202,7 @@ class TorchGenerate:
     def run(self, units: int) -> int:
         n = units * GEN_UNIT
         # One thread, like charrnn's batch-1 generation loop (see charrnn.engine.sampling): at
-        # batch 1
-        # a second thread buys little and stalls every step when the machine is busy.
+        # batch 1 a second thread buys little and stalls every step when the machine is busy.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -333,6 +326,8 @@ def _fmt_spread(r: dict | None) -> str:
 def _mode_name(mode: str) -> str:
     if mode == "parallel":
         return "parallel stream groups"
+    if mode == "off":
+        return "CHARRNN_PARALLEL=0"
     return f"{mode} BLAS thread" + ("" if mode == "1" else "s")
 
 
@@ -511,7 +506,8 @@ def main(
             if with_torch:
                 works["torch"] = TorchTrain(m, seed)
             if each_mode:
-                for mode in works["charrnn"].tuner.modes:
+                tuner = works["charrnn"].steps.tuner
+                for mode in [] if tuner is None else tuner.modes:
                     works[f"mode {mode}"] = CharrnnTrain(m, seed, mode)
         else:
             works = {"charrnn": CharrnnGenerate(m, seed)}
@@ -535,14 +531,14 @@ def main(
             row.update(gemm=measured["gemm"], flops_per_char=flops)
             row["charrnn_modes"] = works["charrnn"].modes  # steps per BlasTuner mode
             # how parallel groups ran: "processes" (charrnn.parallel.workers) or "threads"
-            # (fallback)
-            row["charrnn_group_backend"] = works["charrnn"].groups.backend
+            groups = works["charrnn"].steps.groups
+            row["charrnn_group_backend"] = groups.backend if groups.n_groups > 1 else None
             row["charrnn_each_mode"] = {
                 name[len("mode ") :]: measured[name] for name in works if name.startswith("mode ")
             }
             for work in works.values():
                 if isinstance(work, CharrnnTrain):
-                    work.groups.close()
+                    work.steps.close()
             row["charrnn_peak_fraction"] = flops * measured["charrnn"]["median"] / gemm
             if row["torch"] is not None:
                 row["torch_peak_fraction"] = flops * row["torch"]["median"] / gemm

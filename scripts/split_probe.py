@@ -12,13 +12,12 @@ two halves' ``dz_t @ Wh.T``.
 
 This script measures both ways on one layer's forward pass, backpropagation through time and
 ``dWh`` (the part of a training step that the split changes), with the same element-wise code
-(that of LSTMCell), the inputs and weights sliced once before the timed passes,
+(LSTMCell's own step functions), the inputs and weights sliced once before the timed passes,
 in two forked processes of one BLAS thread each (Linux). It also times the unit split with its
 per-step barrier removed -- the numbers are then wrong, but the time bounds what a perfect
 barrier could give -- and charrnn's own :class:`~charrnn.engine.cells.LSTMCell` on half of the
-streams
-for reference. Before timing it checks, in float64, that both splits reproduce ``LSTMCell``'s
-outputs and gradients.
+streams for reference. Before timing it checks, in float64, that both splits reproduce
+``LSTMCell``'s outputs and gradients.
 
     python scripts/split_probe.py                  # H 512, B 32, T 100 (the benchmark row)
     python scripts/split_probe.py --hidden-size 256 --batch-size 64 --seq-length 64
@@ -36,8 +35,8 @@ import click
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-# the cell's own gate activation, so that the element-wise work is the cell's
-from charrnn.engine.cells import LSTMCell, _lstm_gate_scale, _lstm_gates_inplace
+# the cell's own step arithmetic, so that the element-wise work is the cell's
+from charrnn.engine.cells import LSTMCell, gate_major
 
 MODES = ("streams", "units", "units without barrier", "LSTMCell on half the streams")
 
@@ -133,62 +132,37 @@ class LayerPart:
         T, B, H = xw_k.shape[0], xw_k.shape[1], Wh_k.shape[0]
         U = Wh_k.shape[1] // 4
         dt = xw_k.dtype
-        # The element-wise code follows charrnn.engine.cells.LSTMCell (one exp for all four gates,
-        # the
-        # activated gates copied gate-major so that every per-gate operation runs on a contiguous
-        # block), so that the GEMMs and the barrier weigh here what they weigh in training.
-        scale = _lstm_gate_scale(U, dt)
+        # The element-wise work is LSTMCell's own (its activate, update and backward_step on
+        # this share's U units), so that the GEMMs and the barrier weigh here what they weigh
+        # in training.
+        scale = LSTMCell.preactivation_scale(U, dt)
         z = np.empty((B, 4 * U), dt)
+        pre = gate_major(z, 4)
         gates = np.empty((T, 4, B, U), dt)
         c = np.zeros((T + 1, B, U), dt)
         tanh_c = np.empty((T, B, U), dt)
         ig = np.empty((B, U), dt)
-        with np.errstate(over="ignore"):
-            for t in range(T):
-                np.matmul(h[t], Wh_k, out=z)
-                z += xw_k[t]
-                _lstm_gates_inplace(z, scale, U)
-                np.copyto(gates[t], z.reshape(B, 4, U).transpose(1, 0, 2))
-                i, f, o, g = gates[t]
-                np.multiply(f, c[t], out=c[t + 1])
-                np.multiply(i, g, out=ig)
-                c[t + 1] += ig
-                np.tanh(c[t + 1], out=tanh_c[t])
-                np.multiply(o, tanh_c[t], out=h[t + 1][:, units])
-                if barrier is not None:
-                    barrier.wait(me)
+        for t in range(T):
+            np.matmul(h[t], Wh_k, out=z)
+            z += xw_k[t]
+            z *= scale
+            LSTMCell.activate(pre, gates[t])
+            LSTMCell.update(*gates[t], c[t], c[t + 1], tanh_c[t], h[t + 1][:, units], ig)
+            if barrier is not None:
+                barrier.wait(me)
         dz_all = np.empty((T, B, 4 * U), dt)
         dh = np.zeros((B, U), dt)
         dc = np.zeros((B, U), dt)
         tmp = np.empty((B, U), dt)
-        m = np.empty((4, B, U), dt)  # gradient-free factors of the step, gate-major
+        m = np.empty((4, B, U), dt)
         for t in range(T - 1, -1, -1):
-            gt, dz = gates[t], dz_all[t]
-            i, f, o, g = gt
-            np.square(gt[:3], out=m[:3])
-            np.subtract(gt[:3], m[:3], out=m[:3])  # s(1 - s)
-            m[0] *= g
-            m[1] *= c[t]
-            m[2] *= tanh_c[t]
-            np.square(g, out=m[3])
-            np.subtract(1.0, m[3], out=m[3])
-            m[3] *= i
             dh += dhs_k[t]
-            np.square(tanh_c[t], out=tmp)
-            np.subtract(1.0, tmp, out=tmp)
-            tmp *= o
-            tmp *= dh
-            dc += tmp
-            np.multiply(dc, m[0], out=dz[:, :U])
-            np.multiply(dc, m[1], out=dz[:, U : 2 * U])
-            np.multiply(dh, m[2], out=dz[:, 2 * U : 3 * U])
-            np.multiply(dc, m[3], out=dz[:, 3 * U :])
-            dc *= f
+            LSTMCell.backward_step(gates[t], c[t], tanh_c[t], dh, dc, dz_all[t], m, tmp)
             if barrier is None:
-                np.matmul(dz, WhT_k, out=dh)
+                np.matmul(dz_all[t], WhT_k, out=dh)
             else:
                 buf = partial[t & 1]
-                np.matmul(dz, WhT_k, out=buf[me])
+                np.matmul(dz_all[t], WhT_k, out=buf[me])
                 barrier.wait(me)
                 np.add(buf[0][:, units], buf[1][:, units], out=dh)
         dWh_k = h[:T].reshape(-1, H).T @ dz_all.reshape(-1, 4 * U)

@@ -201,3 +201,55 @@ def test_backward_none_dstate_means_zero(name):
         np.testing.assert_array_equal(a, b)
     # and the passed-in dstate is not used as a buffer
     assert all(not np.any(z) for z in zeros)
+
+
+# --------------------------------------------------------------------------- step kernels
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_step_kernels_on_vectors_with_the_scale_in_the_weights(name):
+    """The per-step arithmetic as the batch-1 sampler runs it: 1-D buffers updated in place,
+    ``preactivation_scale`` folded into the weights once. Same numbers as ``step``."""
+    cell, xw, p, state, _, _ = _problem(name, seed=7)
+    scale = cell.preactivation_scale(H, xw.dtype)
+    assert set(np.unique(scale)) <= {0.5, 1.0}  # powers of two: folding them in is exact
+    Wh = p["Wh"] * scale
+    h = state[0][0].copy()
+    c = state[1][0].copy() if name == "lstm" else None
+    z, tmp = np.empty(cell.n_gates * H), np.empty(H)
+    st = tuple(s[:1] for s in state)
+    for t in range(T):
+        np.dot(h, Wh, out=z)
+        if name == "gru":
+            z[: 2 * H] += xw[t, 0, : 2 * H] * scale[: 2 * H]
+            rz = z[: 2 * H].reshape(2, H)
+            cell.activate(rz, rz)
+            z[2 * H :] += p["bhn"]
+            cell.update(rz[0], rz[1], z[2 * H :], xw[t, 0, 2 * H :], z[2 * H :], h, h)
+        else:
+            z += xw[t, 0] * scale
+            if name == "rnn":
+                cell.activate(z, h)
+            else:
+                gates = cell.activate(z.reshape(4, H), z.reshape(4, H))
+                cell.update(*gates, c, c, tmp, h, tmp)
+        st = cell.step(xw[t, :1], st, p)
+        np.testing.assert_allclose(h, st[0][0], rtol=0, atol=1e-14)
+        if c is not None:
+            np.testing.assert_allclose(c, st[1][0], rtol=0, atol=1e-14)
+
+
+def test_lstm_backward_step_is_one_step_of_backward():
+    cell, xw, p, state, dhs, _ = _problem("lstm", seed=8)
+    _, _, cache = cell.forward(xw, state, p)
+    call, gates, tanh_c = (a.copy() for a in cache[1:4])
+    dxw, _, (dh0, dc0) = cell.backward(dhs, None, cache)
+    dh, dc = np.zeros((B, H)), np.zeros((B, H))
+    dz, m, tmp = np.empty((B, 4 * H)), np.empty((4, B, H)), np.empty((B, H))
+    for t in range(T - 1, -1, -1):
+        dh += dhs[t]
+        LSTMCell.backward_step(gates[t], call[t], tanh_c[t], dh, dc, dz, m, tmp)
+        np.testing.assert_allclose(dz, dxw[t], rtol=0, atol=1e-14)
+        dh = dz @ p["Wh"].T
+    np.testing.assert_allclose(dh, dh0, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(dc, dc0, rtol=0, atol=1e-14)

@@ -397,6 +397,21 @@ def test_sample_never_produces_the_unknown_symbol():
     assert not any("\ufffd" in text for text in out)
 
 
+def test_sample_length_counts_every_character_when_not_stopping_at_document_ends():
+    # barely trained, so document ends (EOD) are drawn often; DOCS hold no newline, so every
+    # newline in a sample is a document end, written as one character
+    est = tiny(max_iter=1, learning_rate=1e-6).fit(DOCS)
+    kw = dict(length=50, random_state=7, stop_at_end=False)
+    for out in (est.sample(n_samples=2, **kw), est.sample(n_samples=1, **kw)):
+        assert [len(text) for text in out] == [50] * len(out)
+    texts = est.sample(n_samples=4, length=300, random_state=0, stop_at_end=False)
+    assert all(len(text) == 300 for text in texts)
+    assert sum(text.count("\n") for text in texts) > 10
+    stopped = est.sample(n_samples=4, length=300, random_state=0)
+    for text, cut in zip(texts, stopped):  # same draws: each stops at its first end
+        assert cut == text.split("\n")[0]
+
+
 def test_sample_refuses_a_prime_with_unseen_characters(fitted):
     with pytest.raises(ValueError, match="prime"):
         fitted.sample(1, 10, prime="the Q")

@@ -96,13 +96,13 @@ def test_regression_gradients_with_dropout():
     assert regression_gradient_error(config, x, targets, dropout_seed=7) < 1e-6
 
 
-def test_float_input_config_refuses_what_belongs_to_symbols():
+def test_float_input_config_asserts_what_belongs_to_symbols():
     for extra in ({"embedding_dim": 2}, {"aux_lm_weight": 0.5}):
-        with pytest.raises(ValueError, match="input_size"):
+        with pytest.raises(AssertionError, match="input_size"):
             seqclf.SeqClfConfig("gru", 0, 1, 2, input_size=3, loss="squared_error", **extra)
-    with pytest.raises(ValueError, match="loss must be one of"):
+    with pytest.raises(AssertionError, match="loss must be one of"):
         seqclf.SeqClfConfig("gru", 5, 2, 2, loss="hinge")
-    with pytest.raises(ValueError, match="n_classes"):
+    with pytest.raises(AssertionError, match="n_classes"):
         seqclf.SeqClfConfig("gru", 5, 1, 2)  # one class is no classification
 
 

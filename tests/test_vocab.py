@@ -203,3 +203,13 @@ def test_equality_and_hash():
     assert a == b and hash(a) == hash(b)
     assert a != c
     assert a != "ab"
+
+
+def test_decode_can_write_document_ends_as_a_separator():
+    vocab = CharVocab.fit(["abc"])
+    ids = vocab.encode_documents(["ab", "", "c"])  # a b EOD EOD c EOD
+    assert vocab.decode(ids) == "abc"
+    assert vocab.decode(ids, eod="\n") == "ab\n\nc\n"
+    assert vocab.decode(ids, eod=" | ") == "ab |  | c | "
+    assert len(vocab.decode(ids, eod="\n")) == len(ids)
+    assert vocab.decode([], eod="\n") == ""

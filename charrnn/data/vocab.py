@@ -147,11 +147,6 @@ class CharVocab:
                 seen[_code_points(piece)] = True
         return cls(chr(c) for c in np.flatnonzero(seen).tolist())
 
-    @classmethod
-    def from_texts(cls, docs: Iterable[str] | str) -> CharVocab:
-        """Alias of :meth:`fit`."""
-        return cls.fit(docs)
-
     # ------------------------------------------------------------------ properties
     @property
     def chars(self) -> list[str]:
@@ -284,13 +279,16 @@ class CharVocab:
             missing.update(np.unique(cps[unknown]).tolist())
         return [chr(c) for c in sorted(missing)]
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    def decode(self, ids: Sequence[int] | np.ndarray, eod: str = "") -> str:
         """Convert symbol ids back to a string.
 
         Parameters
         ----------
         ids : array-like of int, shape (n,)
-            EOD becomes ``""`` and UNK ``"\\ufffd"``; decoding does not stop at EOD.
+            UNK becomes ``"\\ufffd"``; decoding does not stop at EOD.
+        eod : str
+            What each EOD becomes: ``""`` (the default) joins the documents, and a separator
+            such as ``"\\n"`` keeps one character per symbol.
 
         Returns
         -------
@@ -309,8 +307,18 @@ class CharVocab:
                 f"ids must lie in [0, {self.size - 1}] for this vocabulary, got values in "
                 f"[{lo}, {hi}]"
             )
-        cps = self._get_decode_table()[arr[arr != self.EOD_ID]]
-        return cps.tobytes().decode("utf-32-le", "surrogatepass")
+        table = self._get_decode_table()
+        if len(eod) == 1:  # one character per symbol: one table lookup
+            table = table.copy()
+            table[self.EOD_ID] = ord(eod)
+            return table[arr].tobytes().decode("utf-32-le", "surrogatepass")
+        docs = np.split(arr, np.flatnonzero(arr == self.EOD_ID))
+        # every piece after the first starts with the EOD that split it off
+        parts = [
+            table[doc[k > 0 :]].tobytes().decode("utf-32-le", "surrogatepass")
+            for k, doc in enumerate(docs)
+        ]
+        return eod.join(parts)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

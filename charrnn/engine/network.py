@@ -34,6 +34,11 @@ from charrnn.engine.workspace import Workspace, scratch
 DTYPES = ("float32", "float64")
 
 
+def _is_count(value) -> bool:
+    """Whether ``value`` is an integer >= 1 (NumPy integers too, bools not)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """The shape of a network.
@@ -63,22 +68,17 @@ class NetworkConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        # Assertions for programming errors: the estimators check what users pass against
+        # their parameter table (charrnn.estimators.params) before building a config.
+        assert self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"
         for name in ("vocab_size", "hidden_size", "num_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.embedding_dim is not None and (
-            not isinstance(self.embedding_dim, int | np.integer) or self.embedding_dim < 1
-        ):
-            raise ValueError(
-                f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            assert _is_count(value), f"{name} must be a positive integer, got {value!r}"
+        assert self.embedding_dim is None or _is_count(self.embedding_dim), (
+            f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+        )
+        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
+        assert self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
 
     @property
     def cell_class(self):
@@ -88,14 +88,15 @@ class NetworkConfig:
         return asdict(self)
 
 
-def _orthogonal(rng: np.random.Generator, n: int, dtype) -> np.ndarray:
+def orthogonal(rng: np.random.Generator, n: int, dtype) -> np.ndarray:
     """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed for uniformity)."""
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     q *= np.sign(np.diag(r))
     return q.astype(dtype)
 
 
-def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -> np.ndarray:
+def glorot(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -> np.ndarray:
+    """A (fan_in, fan_out) Glorot-uniform matrix: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
 
@@ -119,15 +120,15 @@ def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np
         params["embed"] = rng.standard_normal((V, config.embedding_dim)).astype(dt)
     for k in range(config.num_layers):
         d_in = H if k > 0 else (config.embedding_dim or V)
-        params[f"l{k}.Wx"] = _glorot(rng, d_in, G * H, dt)
-        params[f"l{k}.Wh"] = np.concatenate([_orthogonal(rng, H, dt) for _ in range(G)], axis=1)
+        params[f"l{k}.Wx"] = glorot(rng, d_in, G * H, dt)
+        params[f"l{k}.Wh"] = np.concatenate([orthogonal(rng, H, dt) for _ in range(G)], axis=1)
         b = np.zeros(G * H, dtype=dt)
         if config.cell == "lstm":
             b[H : 2 * H] = 1.0  # forget gate
         params[f"l{k}.b"] = b
         if config.cell == "gru":
             params[f"l{k}.bhn"] = np.zeros(H, dtype=dt)
-    params["Why"] = _glorot(rng, H, V, dt)
+    params["Why"] = glorot(rng, H, V, dt)
     params["by"] = np.zeros(V, dtype=dt)
     return params
 
@@ -142,7 +143,9 @@ def init_state(config: NetworkConfig, batch_size: int) -> list[tuple[np.ndarray,
     ]
 
 
-def _layer_params(params: dict, config: NetworkConfig, k: int) -> dict:
+def layer_params(params: dict, config: NetworkConfig, k: int) -> dict:
+    """Layer ``k``'s recurrent parameters as its cell takes them: ``{"Wh": (H, G*H)}`` plus the
+    cell's ``extra_params`` (the GRU's ``bhn``)."""
     p = {"Wh": params[f"l{k}.Wh"]}
     for name in config.cell_class.extra_params:
         p[name] = params[f"l{k}.{name}"]
@@ -155,8 +158,20 @@ def _check_ids(ids: np.ndarray, n: int) -> None:
         raise IndexError(f"input ids must be in [0, {n}), got values in [{ids.min()}, {ids.max()}]")
 
 
-def _input_projection(params: dict, config: NetworkConfig, inputs: np.ndarray, ws=None):
-    """First layer's ``x @ Wx + b`` for all steps: (T, B) ids -> (T, B, G*H), plus the input x."""
+def input_projection(params: dict, config: NetworkConfig, inputs: np.ndarray, ws=None):
+    """First layer's ``x @ Wx + b`` for all steps.
+
+    Parameters
+    ----------
+    inputs : ndarray of int, shape (T, B)
+    ws : Workspace, optional
+        Scratch arrays reused from call to call.
+
+    Returns
+    -------
+    xw : ndarray, shape (T, B, G*H)
+    x : ndarray, shape (T, B, E), or None for one-hot input
+    """
     Wx, b = params["l0.Wx"], params["l0.b"]
     T, B = inputs.shape
     xw = scratch(ws, "l0.xw", (T, B, Wx.shape[1]), Wx.dtype)
@@ -205,11 +220,10 @@ def forward(
     cell = config.cell_class
     T, B = inputs.shape
     use_dropout = train and config.dropout > 0.0
-    if use_dropout and rng is None:
-        raise ValueError("rng is required for dropout in training mode")
+    assert rng is not None or not use_dropout, "rng is required for dropout in training mode"
     keep = 1.0 - config.dropout
     ws = workspace
-    xw, x = _input_projection(params, config, inputs, ws)
+    xw, x = input_projection(params, config, inputs, ws)
     out = None
     new_state, caches = [], []
     for k in range(config.num_layers):
@@ -219,7 +233,7 @@ def forward(
             xw = scratch(ws, f"l{k}.xw", (T, B, Wx.shape[1]), Wx.dtype)
             np.dot(out.reshape(T * B, -1), Wx, out=xw.reshape(T * B, -1))
             xw += params[f"l{k}.b"]
-        p = _layer_params(params, config, k)
+        p = layer_params(params, config, k)
         hs, st, cache = cell.forward(xw, state[k], p, ws, f"l{k}.")
         new_state.append(st)
         mask = None
@@ -360,7 +374,7 @@ def backward(
         dxw2 = dxw.reshape(T * B, -1)
         Wx = params[f"l{k}.Wx"]
         if k == 0 and config.embedding_dim is None:
-            grads["l0.Wx"] = _scatter_rows(inputs.reshape(-1), dxw2, Wx.shape[0])
+            grads["l0.Wx"] = scatter_rows(inputs.reshape(-1), dxw2, Wx.shape[0])
             # every row of dxw2 went to exactly one row of the gradient of Wx
             grads["l0.b"] = grads["l0.Wx"].sum(axis=0)
             continue
@@ -371,11 +385,11 @@ def backward(
         if k > 0:
             dout = dx.reshape(T, B, -1)
         else:
-            grads["embed"] = _scatter_rows(inputs.reshape(-1), dx, params["embed"].shape[0])
+            grads["embed"] = scatter_rows(inputs.reshape(-1), dx, params["embed"].shape[0])
     return {name: grads[name] for name in params}
 
 
-def _scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """``out[i] = sum of rows[j] where ids[j] == i`` -- the gradient of a row gather.
 
     ids : (N,) ints in [0, n); rows : (N, D) -> (n, D).
@@ -422,7 +436,7 @@ def step(params: dict, config: NetworkConfig, ids: np.ndarray, state: list):
         if k > 0:
             xw = h @ params[f"l{k}.Wx"]
             xw += params[f"l{k}.b"]
-        st = cell.step(xw, state[k], _layer_params(params, config, k))
+        st = cell.step(xw, state[k], layer_params(params, config, k))
         new_state.append(st)
         h = st[0]
     logits = h @ params["Why"]
@@ -433,3 +447,9 @@ def step(params: dict, config: NetworkConfig, ids: np.ndarray, state: list):
 def n_parameters(params: dict) -> int:
     """Total number of scalar parameters."""
     return int(sum(p.size for p in params.values()))
+
+
+# diagnostics.py still calls these by their former names (charrnn/diagnostics.py is not part of
+# this change); drop the aliases once it calls input_projection and layer_params.
+_input_projection = input_projection
+_layer_params = layer_params

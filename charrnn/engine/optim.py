@@ -36,42 +36,49 @@ __all__ = [
 _REAL_TYPES = (int, float, np.integer, np.floating)
 
 
-def _real(name: str, value: Any) -> float:
+def _is_real(x: Any) -> bool:
+    return isinstance(x, _REAL_TYPES) and not isinstance(x, bool | np.bool_)
+
+
+# What each kind of hyperparameter accepts: a test of the value and the words for it. Values
+# given in code (constructors, setters, step) are asserted against it -- the estimators check
+# what a user passes against their own parameter table first (charrnn.estimators.params), so a
+# failure here is a programming error -- while values read back from a state file
+# (load_state_dict, LRSchedule.from_dict) that fail it are a ValueError.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "real": (_is_real, "a real number"),
+    "positive": (lambda x: _is_real(x) and math.isfinite(x) and x > 0, "a finite number > 0"),
+    "fraction": (lambda x: _is_real(x) and 0.0 <= x < 1.0, "a number in [0, 1)"),
+    "nonnegative": (lambda x: _is_real(x) and math.isfinite(x) and x >= 0, "a finite number >= 0"),
+    "unit": (lambda x: _is_real(x) and 0.0 <= x <= 1.0, "a number in [0, 1]"),
+    "flag": (lambda x: isinstance(x, bool | np.bool_), "a bool"),
+}
+
+
+def _follows(kind: str, name: str, value: Any) -> tuple[Any, str | None]:
+    """``value`` as a Python float (bool for ``"flag"``) and, when it breaks rule ``kind``,
+    what is wrong with it."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    if isinstance(value, bool | np.bool_) or not isinstance(value, _REAL_TYPES):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
+    test, words = _RULES[kind]
+    if not test(value):
+        return value, f"{name} must be {words}, got {value!r}"
+    return (bool(value) if kind == "flag" else float(value)), None
 
 
-def _positive(name: str, value: Any) -> float:
-    x = _real(name, value)
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return x
+def _checked(kind: str, name: str, value: Any) -> Any:
+    """A value given in code, asserted to follow rule ``kind`` (see :data:`_RULES`)."""
+    value, problem = _follows(kind, name, value)
+    assert problem is None, problem
+    return value
 
 
-def _fraction(name: str, value: Any) -> float:
-    """Validate a decay rate in [0, 1): 1 would freeze the average at its initial zeros."""
-    x = _real(name, value)
-    if not 0.0 <= x < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return x
-
-
-def _nonnegative(name: str, value: Any) -> float:
-    x = _real(name, value)
-    if not (math.isfinite(x) and x >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return x
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
+def _loaded(kind: str, name: str, value: Any) -> Any:
+    """A value read from a file: ValueError unless it follows rule ``kind``."""
+    value, problem = _follows(kind, name, value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class Optimizer:
@@ -97,8 +104,9 @@ class Optimizer:
 
     name: ClassVar[str] = ""
     slots: ClassVar[tuple[str, ...]] = ()
-    # Hyperparameter name -> validator; the same checks run in __init__ and load_state_dict.
-    checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": _positive}
+    # Hyperparameter name -> the kind of value it takes (a key of _RULES); asserted in
+    # __init__, a ValueError in load_state_dict.
+    checks: ClassVar[dict[str, str]] = {"lr": "positive"}
     # Hyperparameters added after state files were first written, with the value those runs
     # used: load_state_dict fills them in when a state lacks them.
     added_later: ClassVar[dict[str, Any]] = {"weight_decay": 0.0}
@@ -107,13 +115,12 @@ class Optimizer:
     l2_penalty: ClassVar[bool] = True
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, **hyper: Any) -> None:
-        if not isinstance(params, Mapping) or not params:
-            raise ValueError("params must be a non-empty dict of parameter name -> ndarray")
+        assert isinstance(params, Mapping) and params, "params must be a non-empty dict"
         for key, p in params.items():
-            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"params[{key!r}] must be a float32 or float64 ndarray")
-            if not p.flags.writeable:
-                raise ValueError(f"params[{key!r}] is read-only; the optimiser updates in place")
+            assert isinstance(p, np.ndarray) and p.dtype in (np.float32, np.float64), (
+                f"params[{key!r}] must be a float32 or float64 ndarray"
+            )
+            assert p.flags.writeable, f"params[{key!r}] is read-only; it is updated in place"
         self.params: dict[str, np.ndarray] = dict(params)
         self._hyper = self._validate({"lr": lr, **hyper})
         self.steps = 0
@@ -132,8 +139,11 @@ class Optimizer:
         # gradients are left alone, as torch.optim leaves .grad alone)
         self._penalised: dict[str, np.ndarray] = {}
 
-    def _validate(self, hyper: dict[str, Any]) -> dict[str, Any]:
-        return {key: check(key, hyper[key]) for key, check in self.checks.items()}
+    def _validate(self, hyper: dict[str, Any], loaded: bool = False) -> dict[str, Any]:
+        """The hyperparameters as Python numbers, checked against :attr:`checks`: asserted,
+        or (``loaded``, values read from a file) a ValueError."""
+        conform = _loaded if loaded else _checked
+        return {key: conform(kind, key, hyper[key]) for key, kind in self.checks.items()}
 
     def _update(self, p: np.ndarray, g: np.ndarray, s: np.ndarray, bufs: tuple, lr: float) -> None:
         raise NotImplementedError
@@ -145,7 +155,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._hyper["lr"] = _positive("lr", value)
+        self._hyper["lr"] = _checked("positive", "lr", value)
 
     @property
     def weight_decay(self) -> float:
@@ -155,9 +165,8 @@ class Optimizer:
 
     @weight_decay.setter
     def weight_decay(self, value: float) -> None:
-        if "weight_decay" not in self.checks:
-            raise ValueError(f"{type(self).__name__} has no weight_decay")
-        self._hyper["weight_decay"] = _nonnegative("weight_decay", value)
+        assert "weight_decay" in self.checks, f"{type(self).__name__} has no weight_decay"
+        self._hyper["weight_decay"] = _checked("nonnegative", "weight_decay", value)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -178,17 +187,16 @@ class Optimizer:
         lr : float, optional
             Learning rate for this step only (e.g. base lr times a schedule factor); >= 0.
         """
-        lr = self._hyper["lr"] if lr is None else _nonnegative("lr", lr)
-        if grads.keys() != self.params.keys():
-            missing = sorted(self.params.keys() - grads.keys())
-            extra = sorted(grads.keys() - self.params.keys())
-            raise ValueError(f"grads keys differ from params: missing {missing}, extra {extra}")
-        # Check every shape before touching anything so a bad call never half-applies an update.
+        lr = self._hyper["lr"] if lr is None else _checked("nonnegative", "lr", lr)
+        # checked before anything is touched, so a bad call never half-applies an update
+        assert grads.keys() == self.params.keys(), (
+            f"grads keys differ from params: missing {sorted(self.params.keys() - grads.keys())}"
+            f", extra {sorted(grads.keys() - self.params.keys())}"
+        )
         for key, p in self.params.items():
-            if np.shape(grads[key]) != p.shape:
-                raise ValueError(
-                    f"grads[{key!r}] has shape {np.shape(grads[key])}, expected {p.shape}"
-                )
+            assert np.shape(grads[key]) == p.shape, (
+                f"grads[{key!r}] has shape {np.shape(grads[key])}, expected {p.shape}"
+            )
         self.steps += 1
         decay = self._hyper.get("weight_decay", 0.0) if self.l2_penalty else 0.0
         for key, p, s, bufs in self._groups:
@@ -253,7 +261,7 @@ class Optimizer:
         steps = np.asarray(state[f"{self.name}.step"])
         if steps.ndim != 0 or steps.dtype.kind not in "iu" or steps < 0:
             raise ValueError(f"optimizer state {self.name}.step must be a 0-d integer >= 0")
-        hyper = self._validate({h: state[f"{self.name}.{h}"] for h in self._hyper})
+        hyper = self._validate({h: state[f"{self.name}.{h}"] for h in self._hyper}, loaded=True)
         # All checks passed: now mutate.
         self._hyper = hyper
         self.steps = int(steps)
@@ -273,11 +281,11 @@ class Adam(Optimizer):
     name = "adam"
     slots = ("m", "v")
     checks = {
-        "lr": _positive,
-        "beta1": _fraction,
-        "beta2": _fraction,
-        "eps": _positive,
-        "weight_decay": _nonnegative,
+        "lr": "positive",
+        "beta1": "fraction",
+        "beta2": "fraction",
+        "eps": "positive",
+        "weight_decay": "nonnegative",
     }
 
     def __init__(
@@ -350,7 +358,12 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
     slots = ("v",)
-    checks = {"lr": _positive, "alpha": _fraction, "eps": _positive, "weight_decay": _nonnegative}
+    checks = {
+        "lr": "positive",
+        "alpha": "fraction",
+        "eps": "positive",
+        "weight_decay": "nonnegative",
+    }
 
     def __init__(
         self,
@@ -386,7 +399,7 @@ class Adagrad(Optimizer):
 
     name = "adagrad"
     slots = ("sum",)
-    checks = {"lr": _positive, "eps": _positive, "weight_decay": _nonnegative}
+    checks = {"lr": "positive", "eps": "positive", "weight_decay": "nonnegative"}
 
     def __init__(
         self,
@@ -419,10 +432,10 @@ class SGD(Optimizer):
     name = "sgd"
     slots = ("buf",)
     checks = {
-        "lr": _positive,
-        "momentum": _nonnegative,
-        "nesterov": _flag,
-        "weight_decay": _nonnegative,
+        "lr": "positive",
+        "momentum": "nonnegative",
+        "nesterov": "flag",
+        "weight_decay": "nonnegative",
     }
 
     def __init__(
@@ -438,10 +451,13 @@ class SGD(Optimizer):
             params, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
         )
 
-    def _validate(self, hyper: dict[str, Any]) -> dict[str, Any]:
-        hyper = super()._validate(hyper)
+    def _validate(self, hyper: dict[str, Any], loaded: bool = False) -> dict[str, Any]:
+        hyper = super()._validate(hyper, loaded)
         if hyper["nesterov"] and hyper["momentum"] == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
+            problem = "nesterov=True needs momentum > 0"
+            if loaded:
+                raise ValueError(problem)
+            raise AssertionError(problem)
         return hyper
 
     def _update(self, p, g, s, bufs, lr):
@@ -477,8 +493,7 @@ def make_optimizer(
     ``lr=None`` uses the optimiser's default learning rate; ``hyper`` goes to its constructor.
     """
     cls = OPTIMIZERS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    assert cls is not None, f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}"
     return cls(params, **hyper) if lr is None else cls(params, lr, **hyper)
 
 
@@ -499,9 +514,8 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float | None) -> f
         scaled, so the caller can see it and skip the update.
     """
     if max_norm is not None:
-        max_norm = _real("max_norm", max_norm)
-        if not max_norm > 0:
-            raise ValueError(f"max_norm must be > 0, inf or None, got {max_norm!r}")
+        max_norm = _checked("real", "max_norm", max_norm)
+        assert max_norm > 0, f"max_norm must be > 0, inf or None, got {max_norm!r}"
     total = 0.0
     for g in grads.values():
         flat = g.reshape(-1)
@@ -546,20 +560,17 @@ class LRSchedule:
     final_factor: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULES:
-            raise ValueError(f"schedule kind must be one of {list(SCHEDULES)}, got {self.kind!r}")
-        ff = _real("final_factor", self.final_factor)
-        if not 0.0 <= ff <= 1.0:
-            raise ValueError(f"final_factor must be in [0, 1], got {self.final_factor!r}")
+        assert self.kind in SCHEDULES, f"kind must be one of {list(SCHEDULES)}, got {self.kind!r}"
         # Frozen dataclass: normalise to plain floats so to_dict() is JSON-serialisable.
-        object.__setattr__(self, "warmup", _fraction("warmup", self.warmup))
-        object.__setattr__(self, "final_factor", ff)
+        object.__setattr__(self, "warmup", _checked("fraction", "warmup", self.warmup))
+        object.__setattr__(
+            self, "final_factor", _checked("unit", "final_factor", self.final_factor)
+        )
 
     def factor(self, progress: float) -> float:
         """Multiplier for the base learning rate; ``progress`` is clipped to [0, 1]."""
-        x = _real("progress", progress)
-        if math.isnan(x):
-            raise ValueError("progress must be a number in [0, 1], got nan")
+        x = _checked("real", "progress", progress)
+        assert not math.isnan(x), "progress must be a number in [0, 1], got nan"
         x = min(max(x, 0.0), 1.0)
         if self.kind == "constant":
             return 1.0
@@ -578,8 +589,21 @@ class LRSchedule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LRSchedule:
-        """Rebuild from :meth:`to_dict` output (missing keys take their defaults)."""
+        """Rebuild from :meth:`to_dict` output (missing keys take their defaults).
+
+        Raises
+        ------
+        ValueError
+            If ``d`` (read from a checkpoint, say) has unknown keys or values out of range.
+        """
         unknown = set(d) - {"kind", "warmup", "final_factor"}
         if unknown:
             raise ValueError(f"unknown LRSchedule keys: {sorted(unknown)}")
-        return cls(**d)
+        kind = d.get("kind", "constant")
+        if kind not in SCHEDULES:
+            raise ValueError(f"LRSchedule kind must be one of {list(SCHEDULES)}, got {kind!r}")
+        values = {"kind": kind}
+        for key, rule in (("warmup", "fraction"), ("final_factor", "unit")):
+            if key in d:
+                values[key] = _loaded(rule, key, d[key])
+        return cls(**values)

@@ -6,24 +6,22 @@ generator state always gives the same text, whichever code path produced it.
 
 The probabilities of a row are computed as ``exp((logits - max) / temperature)`` in the
 logits' dtype, masked by top-k and top-p, and accumulated into a float64 CDF. Generating one
-sample at a time (the common ``charrnn sample`` case) uses :class:`_FastStepper`, a
-specialised copy of :func:`charrnn.engine.network.step` for batch 1 that works on pre-arranged
-weights
-and preallocated 1-D buffers: at batch 1 a step costs its matrix-vector products plus about a
-microsecond per NumPy call, so it makes as few calls per character as it can.
+sample at a time (the common ``charrnn sample`` case) steps with :class:`Batch1Stepper`, which
+runs the cells' own step arithmetic on weights arranged once and preallocated 1-D buffers: at
+batch 1 a step costs its matrix-vector products plus about a microsecond per NumPy call, so it
+makes as few calls per character as it can.
 """
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-import threading
 from collections.abc import Iterator
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from charrnn.engine.cells import GRUCell, LSTMCell, RNNCell
 from charrnn.engine.network import NetworkConfig, forward_logits, init_state, step
+from charrnn.parallel.blas import one_blas_thread
 
 # Uniform numbers are drawn in blocks of at most this many (steps x samples) values, so a long
 # run needs neither one random call per step nor a huge array up front.
@@ -31,28 +29,36 @@ _UNIFORM_BLOCK = 1 << 16
 # Above this size (bytes) the first layer's (V, G*H) input table is not precomputed; the
 # generic path is used instead.
 _MAX_TABLE_BYTES = 64 << 20
-# Built on first use by _single_threaded_blas.
-_blas_controller: ThreadpoolController | None = None
 
 
-def _check_sampling(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
-    """Validate the sampling parameters; returns them as Python numbers."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a positive number, got {temperature!r}")
-    temperature = float(temperature)
-    if not (np.isfinite(temperature) and temperature > 0.0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        top_k = int(top_k)
-    if top_p is not None:
-        if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
-            raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
-        top_p = float(top_p)
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-    return temperature, top_k, top_p
+def _sampling_options(temperature, top_k, top_p) -> tuple[float, int | None, float | None]:
+    """The sampling options as Python numbers, asserted to be in range.
+
+    Assertions, not user errors: :meth:`charrnn.CharRNNGenerator.sample` checks what a user
+    passes (with the rules of :mod:`charrnn.estimators.params`) and names the parameter.
+    """
+    assert _real(temperature) and 0.0 < temperature < np.inf, (
+        f"temperature must be finite and > 0, got {temperature!r}"
+    )
+    assert top_k is None or (_integer(top_k) and top_k >= 1), (
+        f"top_k must be an integer >= 1 or None, got {top_k!r}"
+    )
+    assert top_p is None or (_real(top_p) and 0.0 < top_p <= 1.0), (
+        f"top_p must be in (0, 1] or None, got {top_p!r}"
+    )
+    return (
+        float(temperature),
+        None if top_k is None else int(top_k),
+        None if top_p is None else float(top_p),
+    )
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
 
 
 def _inverse_temperature(temperature: float, dtype) -> float | None:
@@ -140,21 +146,28 @@ def sample_next(
     -------
     ndarray of intp, shape (B,) (or a 0-d array for 1-D ``logits``)
 
+    Raises
+    ------
+    ValueError
+        If a row has no finite maximum (NaN, or all ``-inf``): weights gone non-finite.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> sample_next(np.array([[0.0, 5.0, 1.0]]), rng, top_k=1)
     array([1])
     """
-    temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    temperature, top_k, top_p = _sampling_options(temperature, top_k, top_p)
+    assert isinstance(rng, np.random.Generator), (
+        f"rng must be a Generator, got {type(rng).__name__}"
+    )
     logits = np.asarray(logits)
     squeeze = logits.ndim == 1
     if squeeze:
         logits = logits[None, :]
-    if logits.ndim != 2 or logits.shape[1] == 0:
-        raise ValueError(f"logits must have shape (B, V) with V >= 1, got {logits.shape}")
+    assert logits.ndim == 2 and logits.shape[1] > 0, (
+        f"logits must be (B, V), V >= 1, got {logits.shape}"
+    )
     if logits.dtype not in (np.float32, np.float64):
         logits = logits.astype(np.float64)
     if logits.shape[0] and not np.all(np.isfinite(logits.max(axis=1))):
@@ -164,63 +177,119 @@ def sample_next(
     return ids[0] if squeeze else ids
 
 
-class _FastStepper:
-    """:func:`charrnn.engine.network.step` for batch 1, on pre-arranged weights and fixed buffers.
+def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-ordered array whose data starts on a 64-byte boundary.
 
-    The same mathematics as the generic step, arranged for fewer NumPy calls:
+    OpenBLAS's matrix-vector product ran 3-4% slower on a matrix that started 16 bytes off a
+    64-byte line (measured at (256, 1024) and (1024, 2048), float32, one thread), and NumPy
+    only guarantees 16.
+    """
+    dtype = np.dtype(dtype)
+    n_bytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(n_bytes + 64, dtype=np.uint8)
+    start = -buf.ctypes.data % 64
+    return buf[start : start + n_bytes].view(dtype).reshape(shape)
 
+
+def _scaled(a: np.ndarray, scale: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * scale`` written straight into ``out`` (default: a new 64-byte-aligned array).
+
+    The weights of a large network are copied once per :func:`generate` call, and that copy
+    counts in the generation speed, so each one is written once, where it will stay.
+    """
+    if out is None:
+        out = _aligned_empty(a.shape, a.dtype)
+    return np.multiply(a, scale, out=out)
+
+
+class Batch1Stepper:
+    """:func:`charrnn.engine.network.step` for one sample, on pre-arranged weights and buffers.
+
+    At batch 1 a step costs its matrix-vector products plus about a microsecond per NumPy call,
+    so the layers' arithmetic is that of the cells themselves (their ``activate`` and
+    ``update``, :mod:`charrnn.engine.cells`) on buffers allocated once, and the weights are
+    arranged once for fewer calls per character:
+
+    - each cell's :meth:`~charrnn.engine.cells.LSTMCell.preactivation_scale` is folded into a
+      copy of the input and recurrent weights and biases (multiplying by 0.5 is exact, so this
+      changes no value), instead of scaling every step's pre-activations;
     - the first layer's input projection plus bias is one table row, ``(Wx + b)[id]`` (or
-      ``(embed @ Wx + b)[id]``), used as a view;
-    - all layers' ``h`` live in one vector so ``[h_{k-1}, h_k]`` is a contiguous slice, and an
-      upper RNN/LSTM layer does ``[h_{k-1}, h_k] @ [[Wx], [Wh]]`` as one matrix-vector product;
-    - sigmoid gate columns are pre-multiplied by 0.5 (exact in binary floating point), so one
-      ``tanh`` over the fused gate vector serves every gate, as in the cells.
+      ``(embed @ Wx + b)[id]``);
+    - all layers' ``h`` live in one vector so that ``[h_{k-1}, h_k]`` is a contiguous slice,
+      and an upper RNN/LSTM layer does ``[h_{k-1}, h_k] @ [[Wx], [Wh]]`` as one matrix-vector
+      product (the GRU's ``r`` multiplies only ``h @ Wh_n``, so its two products stay apart);
+    - that vector ends in a constant 1, so the logits are ``[h_top, 1] @ [[Why], [by]]``.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        The network's weights (see :mod:`charrnn.engine.network`); copied, not kept.
+    config : NetworkConfig
+    state : list over layers of tuples of (1, H) arrays
+        The state to start from (copied).
+
+    Attributes
+    ----------
+    logits : ndarray, shape (V,)
+        The buffer :meth:`advance` writes into.
     """
 
     def __init__(self, params: dict, config: NetworkConfig, state: list) -> None:
-        cell, H, L = config.cell, config.hidden_size, config.num_layers
-        G = config.cell_class.n_gates
+        cell, H, L = config.cell_class, config.hidden_size, config.num_layers
+        G = cell.n_gates
         dt = np.dtype(config.dtype)
-        n_sig = {"rnn": 0, "lstm": 3 * H, "gru": 2 * H}[cell]
-        half = np.ones(G * H, dtype=dt)
-        half[:n_sig] = 0.5
+        scale = cell.preactivation_scale(H, dt)
 
-        self.cell = cell
-        self.h = np.empty(L * H, dtype=dt)  # [h_0, h_1, ..., h_{L-1}]
+        # 1-D buffers throughout: a ufunc mixing (1, n) and (n,) operands broadcasts, which
+        # costs twice a same-shape call at this size (measured)
+        # [h_0, h_1, ..., h_{L-1}, 1]: the 1 takes the output bias into the output product
+        self.h = np.empty(L * H + 1, dtype=dt)
+        self.h[-1] = 1.0
         self.c = np.empty(L * H, dtype=dt)  # LSTM cell states, same layout
         for k, st in enumerate(state):
             self.h[k * H : (k + 1) * H] = st[0][0]
-            if cell == "lstm":
+            if cell is LSTMCell:
                 self.c[k * H : (k + 1) * H] = st[1][0]
         x0 = params["l0.Wx"] if config.embedding_dim is None else params["embed"] @ params["l0.Wx"]
-        self.table = (x0 + params["l0.b"]) * half  # (V, G*H)
+        self.table = _scaled(x0 + params["l0.b"], scale)  # (V, G*H)
         self.layers = []
         for k in range(L):
             hk = self.h[k * H : (k + 1) * H]
-            Wh = params[f"l{k}.Wh"] * half
-            # Layer 0's input projection and bias are in the table; upper layers take h_{k-1}.
-            Wx = params[f"l{k}.Wx"] * half if k > 0 else None
-            b = params[f"l{k}.b"] * half if k > 0 else None
             z = np.empty(G * H, dtype=dt)
-            if cell == "gru":  # r multiplies only h @ Wh_n, so the two products stay apart
+            if cell is GRUCell:
+                Wh = _scaled(params[f"l{k}.Wh"], scale)
                 below = self.h[(k - 1) * H : k * H] if k > 0 else None
+                # Layer 0's input projection and bias are in the table; upper layers take h_{k-1}.
+                Wx = _scaled(params[f"l{k}.Wx"], scale) if k > 0 else None
+                b = params[f"l{k}.b"] * scale if k > 0 else None
                 xw = np.empty(G * H, dtype=dt) if k > 0 else None
-                views = (z[: 2 * H], z[:H], z[H : 2 * H], z[2 * H :])
-                self.layers.append((below, Wx, b, xw, Wh, params[f"l{k}.bhn"], z, views, hk))
+                rz = z[: 2 * H].reshape(2, H)  # [r, z] gate-major: the same memory at batch 1
+                bhn = params[f"l{k}.bhn"]
+                self.layers.append((below, Wx, b, xw, Wh, bhn, z, rz, *rz, z[2 * H :], hk))
                 continue
-            x_in, W = hk, Wh
-            if k > 0:  # [h_{k-1}, h_k] @ [[Wx], [Wh]]: one product instead of two and an add
-                x_in, W = self.h[(k - 1) * H : (k + 1) * H], np.vstack([Wx, Wh])
-            if cell == "lstm":
+            if k == 0:
+                x_in, W, b = hk, _scaled(params["l0.Wh"], scale), None
+            else:  # [h_{k-1}, h_k] @ [[Wx], [Wh]]: one product instead of two and an add
+                x_in, W = self.h[(k - 1) * H : (k + 1) * H], _aligned_empty((2 * H, G * H), dt)
+                _scaled(params[f"l{k}.Wx"], scale, out=W[:H])
+                _scaled(params[f"l{k}.Wh"], scale, out=W[H:])
+                b = params[f"l{k}.b"] * scale
+            if cell is LSTMCell:
+                gates = z.reshape(4, H)
                 ck = self.c[k * H : (k + 1) * H]
-                gates = (z[: 3 * H], z[:H], z[H : 2 * H], z[2 * H : 3 * H], z[3 * H :])
-                self.layers.append((x_in, W, b, z, gates, hk, ck, np.empty(H, dtype=dt)))
+                tmp = np.empty(H, dtype=dt)
+                self.layers.append((x_in, W, b, z, gates, *gates, hk, ck, tmp))
             else:
                 self.layers.append((x_in, W, b, z, hk))
-        self.Why, self.by = params["Why"], params["by"]
+        # [h_top, 1] @ [[Why], [by]]: the logits in one call
+        self.Why = _aligned_empty((H + 1, config.vocab_size), dt)
+        self.Why[:H] = params["Why"]
+        self.Why[H] = params["by"]
         self.top = self.h[(L - 1) * H :]
         self.logits = np.empty(config.vocab_size, dtype=dt)
-        self.advance = {"rnn": self._rnn, "lstm": self._lstm, "gru": self._gru}[cell]
+        self.advance = {RNNCell: self._rnn, LSTMCell: self._lstm, GRUCell: self._gru}[cell]
+        """``advance(idx) -> logits``: feed symbol ``idx``, get the next logits (V,) in
+        :attr:`logits` (overwritten by the next call)."""
 
     @staticmethod
     def supported(config: NetworkConfig) -> bool:
@@ -230,55 +299,41 @@ class _FastStepper:
         return size <= _MAX_TABLE_BYTES
 
     def _output(self) -> np.ndarray:
-        np.dot(self.top, self.Why, out=self.logits)
-        np.add(self.logits, self.by, out=self.logits)
-        return self.logits
+        return np.dot(self.top, self.Why, out=self.logits)
 
     def _lstm(self, idx: int) -> np.ndarray:
-        """Feed symbol ``idx``; returns the next logits (V,) in a reused buffer."""
-        dot, add, mul, tanh = np.dot, np.add, np.multiply, np.tanh
         row = self.table[idx]
-        for x_in, W, b, z, (sig, i, f, o, g), hk, ck, tmp in self.layers:
+        dot, add, activate, update = np.dot, np.add, LSTMCell.activate, LSTMCell.update
+        for x_in, W, b, z, gates, i, f, o, g, hk, ck, tmp in self.layers:
             dot(x_in, W, out=z)
             add(z, row if b is None else b, out=z)
-            tanh(z, out=z)
-            mul(sig, 0.5, out=sig)
-            add(sig, 0.5, out=sig)
-            mul(ck, f, out=ck)  # c = f * c + i * g
-            mul(i, g, out=tmp)
-            add(ck, tmp, out=ck)
-            tanh(ck, out=tmp)
-            mul(o, tmp, out=hk)  # h = o * tanh(c)
+            activate(gates, gates)
+            update(i, f, o, g, ck, ck, tmp, hk, tmp)
         return self._output()
 
     def _gru(self, idx: int) -> np.ndarray:
-        dot, add, mul, sub, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
-        for below, Wx, b, xw, Wh, bhn, z, (rz, r, zg, n), hk in self.layers:
+        dot, add, activate, update = np.dot, np.add, GRUCell.activate, GRUCell.update
+        for below, Wx, b, xw, Wh, bhn, z, rz, r, zg, hn, hk in self.layers:
             if below is None:
                 xw = self.table[idx]
             else:
                 dot(below, Wx, out=xw)
                 add(xw, b, out=xw)
+            n_rz = 2 * hk.shape[0]
             dot(hk, Wh, out=z)
-            add(rz, xw[: rz.shape[0]], out=rz)
-            tanh(rz, out=rz)
-            mul(rz, 0.5, out=rz)
-            add(rz, 0.5, out=rz)
-            add(n, bhn, out=n)  # n = tanh(xw_n + r * (h @ Wh_n + bhn))
-            mul(n, r, out=n)
-            add(n, xw[rz.shape[0] :], out=n)
-            tanh(n, out=n)
-            sub(hk, n, out=hk)  # h' = n + z * (h - n)
-            mul(hk, zg, out=hk)
-            add(hk, n, out=hk)
+            add(z[:n_rz], xw[:n_rz], out=z[:n_rz])
+            activate(rz, rz)
+            add(hn, bhn, out=hn)
+            update(r, zg, hn, xw[n_rz:], hn, hk, hk)
         return self._output()
 
     def _rnn(self, idx: int) -> np.ndarray:
         row = self.table[idx]
+        dot, add, activate = np.dot, np.add, RNNCell.activate
         for x_in, W, b, z, hk in self.layers:
-            np.dot(x_in, W, out=z)
-            np.add(z, row if b is None else b, out=z)
-            np.tanh(z, out=hk)
+            dot(x_in, W, out=z)
+            add(z, row if b is None else b, out=z)
+            activate(z, hk)
         return self._output()
 
 
@@ -289,19 +344,16 @@ def _uniform_rows(rng: np.random.Generator, length: int, n: int) -> Iterator[np.
         yield from rng.random((min(per_block, length - start), n))
 
 
-def _validate_ids(name: str, ids, vocab_size: int) -> np.ndarray:
+def _symbol_ids(ids, vocab_size: int) -> np.ndarray:
+    """``ids`` as a 1-D intp array, asserted to hold symbol ids."""
     arr = np.asarray(ids)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise ValueError(f"{name} must be a 1-D array of integer symbol ids")
-    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-        raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got {arr.min()}..{arr.max()}")
+    assert arr.ndim == 1 and (arr.size == 0 or arr.dtype.kind in "iu"), (
+        "prime_ids must be a 1-D array of integer symbol ids"
+    )
+    assert arr.size == 0 or (arr.min() >= 0 and arr.max() < vocab_size), (
+        f"prime_ids must hold ids in [0, {vocab_size})"
+    )
     return arr.astype(np.intp)
-
-
-def _int_at_least(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def generate(
@@ -352,20 +404,23 @@ def generate(
 
     Notes
     -----
-    With ``n_samples=1`` and no other Python thread running, NumPy's BLAS is limited to one
-    thread for the duration of the call (restored afterwards): see
-    :func:`_single_threaded_blas`.
+    With ``n_samples=1`` NumPy's BLAS is limited to one thread for the duration of the call,
+    unless training runs in this process share the pool; the size is restored afterwards, also
+    when several threads generate at once (:func:`charrnn.parallel.blas.one_blas_thread`).
     """
-    temperature, top_k, top_p = _check_sampling(temperature, top_k, top_p)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    # Assertions for programming errors: CharRNNGenerator.sample checks what users pass.
+    temperature, top_k, top_p = _sampling_options(temperature, top_k, top_p)
+    assert isinstance(rng, np.random.Generator), (
+        f"rng must be a Generator, got {type(rng).__name__}"
+    )
     V = config.vocab_size
-    n_samples = _int_at_least("n_samples", n_samples, 1)
-    length = _int_at_least("length", length, 0)
-    eod_id = _int_at_least("eod_id", eod_id, 0)
-    if eod_id >= V:
-        raise ValueError(f"eod_id must be < vocab_size ({V}), got {eod_id}")
-    prime = None if prime_ids is None else _validate_ids("prime_ids", prime_ids, V)
+    assert _integer(n_samples) and n_samples >= 1, (
+        f"n_samples must be an integer >= 1, got {n_samples!r}"
+    )
+    assert _integer(length) and length >= 0, f"length must be an integer >= 0, got {length!r}"
+    assert _integer(eod_id) and 0 <= eod_id < V, f"eod_id must be an id < {V}, got {eod_id!r}"
+    n_samples, length, eod_id = int(n_samples), int(length), int(eod_id)
+    prime = None if prime_ids is None else _symbol_ids(prime_ids, V)
     sampling = (temperature, top_k, top_p)
 
     state = init_state(config, 1)
@@ -374,38 +429,18 @@ def generate(
     else:
         all_logits, state, _ = forward_logits(params, config, prime[:, None], state)
         logits = all_logits[-1]
-    if n_samples == 1 and _FastStepper.supported(config):
-        stepper = _FastStepper(params, config, state)
-        with _single_threaded_blas():
+    if n_samples == 1 and Batch1Stepper.supported(config):
+        stepper = Batch1Stepper(params, config, state)
+        # Its matrix-vector products are too small to gain much from a second BLAS thread, and
+        # every call pays a thread hand-off; when the machine is busy, a worker thread that has
+        # been descheduled stalls each product: 2x512 LSTM generation was measured 10x slower
+        # with two BLAS threads than with one.
+        with one_blas_thread():
             out = _generate_one(stepper, logits[0], length, rng, sampling, eod_id, stop_at_eod)
         return [out]
     return _generate_batch(
         params, config, logits, state, n_samples, length, rng, sampling, eod_id, stop_at_eod
     )
-
-
-def _other_threads_running() -> bool:
-    return threading.active_count() > 1
-
-
-def _single_threaded_blas():
-    """Limit NumPy's BLAS to one thread while the batch-1 loop runs.
-
-    Its matrix-vector products are too small to gain much from a second thread, and every
-    call pays a thread hand-off; when the machine is busy, a worker thread that has been
-    descheduled stalls each product, and 2x512 LSTM generation was measured 10x slower with
-    two BLAS threads than with one. The controller is built once (scanning the loaded
-    libraries costs about 0.5 ms); the limit is restored when the block ends.
-
-    OpenBLAS's pool is process-wide, so while other Python threads exist (a fit running in
-    a thread, say) the pool is theirs too and is left alone.
-    """
-    if _other_threads_running():
-        return contextlib.nullcontext()
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _generate_batch(params, config, logits, state, n, length, rng, sampling, eod_id, stop):

@@ -54,7 +54,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from charrnn.engine.cells import CELLS
-from charrnn.engine.network import DTYPES, _glorot, _orthogonal, _scatter_rows, log_softmax
+from charrnn.engine.network import DTYPES, glorot, log_softmax, orthogonal, scatter_rows
 
 POOLINGS = ("last", "mean", "max")
 #: how the head's outputs are scored: class logits by softmax cross-entropy, real values by
@@ -113,40 +113,34 @@ class SeqClfConfig:
     loss: str = "cross_entropy"
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        # Assertions for programming errors: the estimators check what users pass against
+        # their parameter tables (charrnn.estimators.params) before building a config.
+        assert self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"
+        assert self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"
         lows = (
             ("vocab_size", 0 if self.input_size is not None else 1),
             ("n_classes", 2 if self.loss == "cross_entropy" else 1),
             ("hidden_size", 1),
+            ("num_layers", 1),
         )
         if self.input_size is not None:
             lows += (("input_size", 1),)
         for name, low in lows:
             value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.num_layers, int | np.integer) or self.num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {self.num_layers!r}")
-        if self.embedding_dim is not None and (
-            not isinstance(self.embedding_dim, int | np.integer) or self.embedding_dim < 1
-        ):
-            raise ValueError(
-                f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+            assert isinstance(value, int | np.integer) and value >= low, (
+                f"{name} must be an integer >= {low}, got {value!r}"
             )
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if not self.aux_lm_weight >= 0.0:
-            raise ValueError(f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}")
-        if self.input_size is not None and (self.embedding_dim is not None or self.aux_lm_weight):
-            # both are about symbols: an embedding table, a next-symbol prediction
-            raise ValueError("float input (input_size) takes no embedding_dim or aux_lm_weight")
+        assert self.embedding_dim is None or (
+            isinstance(self.embedding_dim, int | np.integer) and self.embedding_dim >= 1
+        ), f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
+        assert self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"
+        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
+        assert self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
+        assert self.aux_lm_weight >= 0.0, f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}"
+        # both are about symbols: an embedding table, a next-symbol prediction
+        assert self.input_size is None or (self.embedding_dim is None and not self.aux_lm_weight), (
+            "float input (input_size) takes no embedding_dim or aux_lm_weight"
+        )
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -179,11 +173,11 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
     for k in range(config.num_layers):
         d_in = config.feature_size if k > 0 else (config.input_size or config.embedding_dim or V)
         for d in config.directions:
-            Wx = _glorot(rng, d_in, G * H, dt)
+            Wx = glorot(rng, d_in, G * H, dt)
             if k == 0 and config.embedding_dim is None:
                 Wx[neutral] = 0.0  # one-hot rows play the embedding's role
             params[f"l{k}.{d}.Wx"] = Wx
-            params[f"l{k}.{d}.Wh"] = np.concatenate([_orthogonal(rng, H, dt) for _ in range(G)], 1)
+            params[f"l{k}.{d}.Wh"] = np.concatenate([orthogonal(rng, H, dt) for _ in range(G)], 1)
             b = np.zeros(G * H, dtype=dt)
             if config.cell == "lstm":
                 b[H : 2 * H] = 1.0
@@ -192,9 +186,9 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
                 params[f"l{k}.{d}.bhn"] = np.zeros(H, dtype=dt)
     if config.aux_lm_weight > 0:
         for d in config.directions:
-            params[f"lm.{d}.W"] = _glorot(rng, H, V, dt)
+            params[f"lm.{d}.W"] = glorot(rng, H, V, dt)
             params[f"lm.{d}.b"] = np.zeros(V, dtype=dt)
-    params["Wout"] = _glorot(rng, config.feature_size, config.n_classes, dt)
+    params["Wout"] = glorot(rng, config.feature_size, config.n_classes, dt)
     params["bout"] = np.zeros(config.n_classes, dtype=dt)
     return params
 
@@ -213,8 +207,8 @@ def pad_batch(seqs: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.n
     lengths : ndarray of intp, shape (B,)
     """
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
-    if lengths.size == 0 or lengths.min() < 1:
-        raise ValueError("every sequence in a batch must have at least one symbol")
+    # the classifier reads an empty text as one end-of-document symbol
+    assert lengths.size and lengths.min() >= 1, "every sequence in a batch needs a symbol"
     T = int(lengths.max())
     batch_major = np.full((len(seqs), T), pad_id, dtype=np.intp)
     # Row-major boolean assignment fills each row's valid prefix in order.
@@ -289,8 +283,7 @@ def forward(
     H = config.hidden_size
     lengths = np.asarray(lengths, dtype=np.intp)
     use_dropout = train and config.dropout > 0.0
-    if use_dropout and rng is None:
-        raise ValueError("rng is required for dropout in training mode")
+    assert rng is not None or not use_dropout, "rng is required for dropout in training mode"
     keep = 1.0 - config.dropout
     ridx = reverse_index(lengths, T) if config.bidirectional else None
     layers = []
@@ -430,7 +423,7 @@ def backward(
             grads[pre + "b"] = dxw2.sum(axis=0)
             Wx = params[pre + "Wx"]
             if k == 0 and config.embedding_dim is None and config.input_size is None:
-                grads[pre + "Wx"] = _scatter_rows(x.reshape(-1), dxw2, Wx.shape[0])
+                grads[pre + "Wx"] = scatter_rows(x.reshape(-1), dxw2, Wx.shape[0])
                 continue
             grads[pre + "Wx"] = x.reshape(T * B, -1).T @ dxw2
             if k == 0 and config.input_size is not None:
@@ -439,7 +432,7 @@ def backward(
             if k == 0:
                 x_ids = ids if d == "fwd" else _gather_time(ids, ridx)
                 n_symbols = params["embed"].shape[0]
-                g_embed = _scatter_rows(x_ids.reshape(-1), dx.reshape(T * B, -1), n_symbols)
+                g_embed = scatter_rows(x_ids.reshape(-1), dx.reshape(T * B, -1), n_symbols)
                 grads["embed"] = g_embed if "embed" not in grads else grads["embed"] + g_embed
                 continue
             if d == "bwd":

@@ -504,8 +504,8 @@ class CharRNNGenerator(RecurrentEstimator):
         ----------
         n_samples : int
         length : int
-            Characters to generate after the prime (fewer when a document end is drawn and
-            ``stop_at_end``).
+            Characters to generate after the prime: each text has exactly ``length``
+            characters, fewer only when ``stop_at_end`` and a document end is drawn.
         prime : str
             Text to condition on, read from the start of a document; not repeated in the output.
         temperature : float > 0
@@ -514,15 +514,22 @@ class CharRNNGenerator(RecurrentEstimator):
         random_state : int, Generator or None
             The same value gives the same texts.
         stop_at_end : bool
-            Stop a sample at the end-of-document symbol.
+            Stop a sample at the end-of-document symbol. When False the sample goes on into a
+            new document, and each document end is written as a newline (it counts in
+            ``length``).
 
         Returns
         -------
         list of str, length n_samples
         """
         check_is_fitted(self)
+        from charrnn.estimators.params import Real
+
         Integer(1).check("n_samples", n_samples)
         Integer(0).check("length", length)
+        Real(0.0, low_open=True).check("temperature", temperature)
+        Integer(1, none_ok=True).check("top_k", top_k)
+        Real(0.0, 1.0, low_open=True, none_ok=True).check("top_p", top_p)
         if not isinstance(prime, str):
             raise TypeError(f"prime must be a string, got {type(prime).__name__}")
         unknown = self.vocab_.unknown_chars(prime)
@@ -552,7 +559,9 @@ class CharRNNGenerator(RecurrentEstimator):
             eod_id=CharVocab.EOD_ID,
             stop_at_eod=stop_at_end,
         )
-        return [self.vocab_.decode(o) for o in outs]
+        # a document end inside a sample is one character, a newline, as char-rnn's corpora
+        # separate their documents
+        return [self.vocab_.decode(o, eod="\n") for o in outs]
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path) -> None:

@@ -4,9 +4,9 @@ OpenBLAS's worker threads wait by spinning. On an idle machine two threads make 
 recurrent GEMMs faster; on a machine whose cores are busy with other processes the same
 threads wait for each other and a training step was measured 5 to 20 times slower than with
 one thread. :class:`BlasTuner` therefore times a few steps with one thread, with the full
-pool and (when the batch is split into groups of streams, :mod:`charrnn.parallel.groups`) with the
-groups running in parallel threads of one BLAS thread each, now and then during training, and
-keeps whichever is fastest.
+pool and (when the batch is split into groups of streams, :mod:`charrnn.parallel.groups`) with
+the groups running in parallel, one BLAS thread each, now and then during training, and keeps
+whichever is fastest. :class:`charrnn.parallel.ParallelSteps` is what a training loop uses.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import numpy  # noqa: F401  (loads the BLAS library that threadpoolctl finds and
 
 
 class _SharedBlas:
-    """Bookkeeping of the training runs that overlap in time in this process."""
+    """Bookkeeping of everything in this process that resizes the BLAS pool.
+
+    Every resize made here happens under :attr:`lock`: training runs that overlap in time
+    (:func:`shared_blas_threads`), and one-thread sections (:func:`one_blas_thread`,
+    :func:`scoring_threads`), which cut the pool to one thread while they run and give it back
+    when the last of them ends.
+    """
 
     lock = threading.Lock()
     runs = 0
@@ -27,26 +33,38 @@ class _SharedBlas:
     # run arrives, because by then the first run's BlasTuner may have cut the pool to one
     # thread (and, with another run going, it may not put it back itself)
     base: int | None = None
-    # the pool's size before an active scoring_threads() cut it to one thread
-    scoring_base: int | None = None
+    # one-thread sections open now, and the pool's size before the first of them cut it
+    cuts = 0
+    cut_base: int | None = None
+    # threadpoolctl's controller of the BLAS libraries and its clear_controlling_thread,
+    # built on first use
+    controller = None
+    clear = None
 
 
 def _set_blas_threads(n: int | None) -> int | None:
     """Set the BLAS thread pools to ``n`` threads (None: leave them); returns the old size.
 
     Callers hold ``_SharedBlas.lock``. threadpoolctl lets only one "controlling" thread resize
-    OpenBLAS's process-wide pool and silently ignores the others; the lock already serialises
-    every resize made here, so that claim is released after each one.
+    OpenBLAS's process-wide pool and silently ignores the others (a ``threadpool_limits``
+    block open in another thread makes that thread the controller); the lock already
+    serialises every resize made here, so the claim is released before and after each one.
+    The controller of the loaded libraries is built once: scanning them costs about 0.5 ms,
+    and a batch-1 generation resizes the pool twice.
     """
-    import threadpoolctl
+    if _SharedBlas.controller is None:
+        import threadpoolctl
 
-    ctl = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    sizes = [lib["num_threads"] for lib in ctl.info()]
-    if n is not None and sizes:
-        ctl.limit(limits=n, user_api="blas")
-        clear = getattr(
+        _SharedBlas.controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        _SharedBlas.clear = getattr(
             getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None
         )
+    ctl, clear = _SharedBlas.controller, _SharedBlas.clear
+    sizes = [lib["num_threads"] for lib in ctl.info()]
+    if n is not None and sizes:
+        if clear is not None:
+            clear(force=True)
+        ctl.limit(limits=n, user_api="blas")
         if clear is not None:
             clear(force=True)
     return max(sizes, default=None)
@@ -61,15 +79,15 @@ def shared_blas_threads():
     a lone run keeps whatever it finds. Runs in threads of one process (joblib's threading
     backend, a Dask ``LocalCluster(processes=False)``) share one process-wide BLAS pool: while
     ``n`` of them run, it is cut to ``max(1, base // n)`` threads, where ``base`` is the pool's
-    size when the first of them began; back to ``base`` when one is left, and when the last
-    one ends.
+    size when the first of them began (before any one-thread section cut it); back to ``base``
+    when one is left, and when the last one ends.
     """
     with _SharedBlas.lock:
         _SharedBlas.runs += 1
         if _SharedBlas.runs == 1:
             current = _set_blas_threads(None)
-            scoring = _SharedBlas.scoring_base
-            _SharedBlas.base = scoring if scoring is not None else current
+            cut = _SharedBlas.cut_base
+            _SharedBlas.base = cut if _SharedBlas.cuts and cut is not None else current
         elif _SharedBlas.base is not None:
             _set_blas_threads(max(1, _SharedBlas.base // _SharedBlas.runs))
     try:
@@ -84,6 +102,51 @@ def shared_blas_threads():
                 _SharedBlas.base = None
 
 
+def _enter_one_thread_section() -> tuple[bool, bool]:
+    """Under the lock: open a one-thread section unless training runs share the pool.
+
+    Returns ``(entered, first)``: whether the section counts (and must be left), and whether
+    it is the only one open (the others began earlier and have not ended).
+    """
+    if _SharedBlas.runs:
+        return False, False
+    first = _SharedBlas.cuts == 0
+    if first:
+        _SharedBlas.cut_base = _set_blas_threads(1)
+    _SharedBlas.cuts += 1
+    return True, first
+
+
+def _leave_one_thread_section() -> None:
+    """Under the lock: close a section; the last one gives the pool its size back."""
+    _SharedBlas.cuts -= 1
+    if _SharedBlas.cuts == 0:
+        base, _SharedBlas.cut_base = _SharedBlas.cut_base, None
+        # a fit that began meanwhile took `base` as its pool and gives it back itself
+        if _SharedBlas.runs == 0 and base is not None:
+            _set_blas_threads(base)
+
+
+@contextmanager
+def one_blas_thread():
+    """Limit the BLAS pool to one thread while the block runs (a batch-1 loop, say).
+
+    Thread-safe: sections that overlap in time, in any threads, cut the pool once and the last
+    one to end restores the size it had before the first began, so two threads sampling at
+    once never leave it at the wrong size. While training runs share the pool
+    (:func:`shared_blas_threads`) it is theirs and is left alone. The pool is process-wide:
+    other Python threads doing BLAS work get one thread too until the section ends.
+    """
+    with _SharedBlas.lock:
+        entered, _ = _enter_one_thread_section()
+    try:
+        yield
+    finally:
+        if entered:
+            with _SharedBlas.lock:
+                _leave_one_thread_section()
+
+
 PARALLEL = "parallel"  # the mode "stream groups in parallel threads, one BLAS thread each"
 
 
@@ -96,27 +159,21 @@ def blas_pool_size() -> int:
 @contextmanager
 def scoring_threads():
     """Threads for scoring independent sequences: the BLAS pool's size, with BLAS cut to one
-    thread per call meanwhile (restored on exit).
+    thread per call meanwhile (restored on exit, as :func:`one_blas_thread` does).
 
     Yields 1 and leaves BLAS alone when the pool has one thread (a joblib/loky worker, a user
-    limit) or when training runs in this process share the pool (:func:`shared_blas_threads`).
+    limit) or when training runs in this process share the pool (:func:`shared_blas_threads`);
+    yields 1 as well when another one-thread section is open (its work uses the other cores).
     """
     with _SharedBlas.lock:
-        base = _set_blas_threads(None) or 1
-        # one scoring at a time cuts the pool; a concurrent one finds it cut and leaves it
-        use = base > 1 and _SharedBlas.runs == 0 and _SharedBlas.scoring_base is None
-        if use:
-            _SharedBlas.scoring_base = base
-            _set_blas_threads(1)
+        pool = _set_blas_threads(None) or 1
+        entered, first = _enter_one_thread_section() if pool > 1 else (False, False)
     try:
-        yield base if use else 1
+        yield pool if first else 1
     finally:
-        if use:
+        if entered:
             with _SharedBlas.lock:
-                _SharedBlas.scoring_base = None
-                # a fit that began meanwhile took `base` as its pool and gives it back itself
-                if _SharedBlas.runs == 0:
-                    _set_blas_threads(base)
+                _leave_one_thread_section()
 
 
 class BlasTuner:

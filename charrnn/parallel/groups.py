@@ -5,15 +5,14 @@ NumPy runs element-wise arithmetic on one core, and at the batch sizes of charac
 Splitting the B parallel streams into groups and computing each group's loss and gradient on
 a core of its own puts every core to work on the whole step, with one BLAS thread per group so
 nothing oversubscribes. The first group runs in the calling thread, the others in worker
-processes (:mod:`charrnn.parallel.workers`), or in threads when those cannot be started: threads
-share
-the interpreter lock that each of the many small NumPy calls of a time step takes, and ran two
-groups measurably slower than two processes.
+processes (:mod:`charrnn.parallel.workers`), or in threads when those cannot be started:
+threads share the interpreter lock that each of the many small NumPy calls of a time step
+takes, and ran two groups measurably slower than two processes.
 
 The split into groups is fixed when a :class:`StreamGroups` is built (from the batch size and
 the cores available), never by the timing, so a run gives the same numbers whether its groups
-ran in parallel or one after another; :class:`charrnn.parallel.blas.BlasTuner` picks the faster of
-these ways on the fly. Each group's gradient is the mean over its own characters, so the
+ran in parallel or one after another; :class:`charrnn.parallel.blas.BlasTuner` picks the
+faster of these ways on the fly. Each group's gradient is the mean over its own characters, so the
 batch's gradient is their average weighted by group size, which equals the unsplit gradient up
 to floating-point rounding (tested in float64).
 """

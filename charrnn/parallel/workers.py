@@ -2,21 +2,20 @@
 
 Threads of one process share CPython's global interpreter lock, and a recurrent training step
 makes tens of small NumPy calls per time step, each holding the lock for its Python-level
-dispatch. Two threads running groups of streams (:mod:`charrnn.parallel.groups`) therefore wait on
-each other: on the 2-core VM of the README, two lstm 1x256 groups of 32 streams ran at 0.75 of
-the speed of one alone, and a tiny model's two groups took three times as long as one -- while
-the same two groups in separate processes kept 0.92-1.0 of it.
+dispatch. Two threads running groups of streams (:mod:`charrnn.parallel.groups`) therefore
+wait on each other: on the 2-core VM of the benchmarks, two lstm 1x256 groups of 32 streams
+ran at 0.75 of the speed of one alone, and a tiny model's two groups took three times as long
+as one -- while the same two groups in separate processes kept 0.92-1.0 of it.
 
-A :class:`GroupWorker` is such a separate process (:func:`main` in a new interpreter, started with
-:mod:`subprocess` rather than :mod:`multiprocessing`, so a user's script is never re-imported
+A :class:`GroupWorker` is such a separate process (:func:`main` in a new interpreter, started
+with :mod:`subprocess` rather than :mod:`multiprocessing`, so a user's script is never re-imported
 and needs no ``if __name__ == "__main__"`` guard). It shares its arrays with the caller through
 one memory-mapped file, unlinked as soon as both sides have mapped it: per step the caller
 writes the weights, the group's ids and state into it, sends a few bytes down the worker's
 stdin, computes its own group meanwhile, and reads the worker's loss from its stdout and the
 gradients and new state in place. The worker runs the in-process code
-(:func:`charrnn.engine.network.loss_and_grads`, one BLAS thread), so its numbers are the same bit
-for
-bit; it ignores Ctrl-C (the caller decides when training stops) and exits when its stdin
+(:func:`charrnn.engine.network.loss_and_grads`, one BLAS thread), so its numbers are the same
+bit for bit; it ignores Ctrl-C (the caller decides when training stops) and exits when its stdin
 closes, so it never outlives the caller.
 """
 
