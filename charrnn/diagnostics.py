@@ -103,13 +103,13 @@ def hidden_gradients(
     inputs = inputs.astype(np.intp)
 
     # Forward, one step per call so each step keeps a cache of its own.
-    xw, _ = network._input_projection(params, config, inputs)  # the network's own layer-0 input
+    xw, _ = network.input_projection(params, config, inputs)  # the network's own layer-0 input
     caches: list[list] = []
     hs = np.empty(0)  # the previous layer's outputs, (T, B, H)
     for k in range(L):
         if k > 0:
             xw = hs @ params[f"l{k}.Wx"] + params[f"l{k}.b"]
-        p = network._layer_params(params, config, k)
+        p = network.layer_params(params, config, k)
         state = network.init_state(config, B)[k]
         hs = np.empty((T, B, H))
         layer_caches = []

@@ -140,3 +140,31 @@ def test_scoring_threads_switched_off_leave_blas_alone():
         pool = _blas_threads()
         with par.scoring_threads(parallel=False) as threads:
             assert threads == 1 and _blas_threads() == pool
+
+
+def test_the_switch_reaches_the_estimators_training_loop(monkeypatch):
+    from charrnn import CharRNNGenerator
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr("charrnn.parallel.groups.GroupWorker", no_worker)
+    monkeypatch.setattr(par, "blas_pool_size", lambda: 2)  # 64 streams: two groups when on
+    monkeypatch.setenv(par.ENVIRONMENT_VARIABLE, "0")
+    opened = []
+
+    class Watched(par.ParallelSteps):
+        def start(self):
+            opened.append(self)
+            return super().start()
+
+    monkeypatch.setattr("charrnn.engine.training.ParallelSteps", Watched)
+    text = "the cat sat on the mat. " * 400
+    gen = CharRNNGenerator(
+        hidden_size=8, num_layers=1, batch_size=64, seq_length=8, max_iter=1, random_state=0
+    )
+    gen.fit(text)
+    assert opened and all(s.n_groups == 1 and s.tuner is None for s in opened)
+    assert np.isfinite(gen.loss_curve_).all()
+    monkeypatch.setenv(par.ENVIRONMENT_VARIABLE, "1")
+    assert Watched(64).n_groups == 2  # the same run switched on would split its streams

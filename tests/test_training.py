@@ -23,6 +23,7 @@ from charrnn.engine.network import NetworkConfig
 from charrnn.engine.optim import LRSchedule, make_optimizer
 from charrnn.engine.tasks import LanguageModelTask, stream_loss, stream_loss_on_all_cores
 from charrnn.engine.training import StopFlag, Trainer, graceful_interrupts
+from charrnn.parallel import ParallelSteps
 from charrnn.parallel.groups import StreamGroups
 
 DOCS = [
@@ -416,9 +417,7 @@ class _AlwaysParallel:
     """A BlasTuner stand-in that runs every step as parallel groups of streams."""
 
     parallel = True
-
-    def __init__(self, **kw):
-        pass
+    settled = True
 
     def before_step(self):
         pass
@@ -429,6 +428,9 @@ class _AlwaysParallel:
     def restore(self):
         pass
 
+    def release(self):
+        pass
+
 
 @pytest.mark.parametrize("processes", [False, True])
 def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monkeypatch, processes):
@@ -436,19 +438,31 @@ def test_training_on_stream_groups_is_the_same_in_parallel_and_in_sequence(monke
     config = NetworkConfig(cell="lstm", vocab_size=9, hidden_size=6, dropout=0.25, dtype="float64")
     ids = np.random.default_rng(2).integers(0, 9, 700).astype(np.uint8)
     start = network.init_params(config, np.random.default_rng(0))
-    trained = {}
+    trained, opened = {}, []
+
     for parallel in (False, True):
+
+        class TwoGroups(ParallelSteps):
+            """Four streams in two groups (too few to split on their own), run as asked."""
+
+            in_parallel = parallel
+
+            def __init__(self, batch_size, tune=True):
+                super().__init__(batch_size, parallel=True, tune=False)
+                self.groups = StreamGroups(4, 2, processes=processes)
+                opened.append(self)
+
+            def start(self):
+                super().start()
+                self.tuner = _AlwaysParallel() if self.in_parallel else None
+                return self
+
+        monkeypatch.setattr(training, "ParallelSteps", TwoGroups)
         params = _copy(start)
-        trainer = _trainer(params, config, ids, np.random.default_rng(5))
-        trainer.task.groups = StreamGroups(4, 2, processes=processes)
-        trainer.task.can_parallel = True
-        if parallel:
-            monkeypatch.setattr(training, "BlasTuner", _AlwaysParallel)
-        else:
-            trainer.tune_blas = False
-        trainer.run(max_epochs=2)
+        _trainer(params, config, ids, np.random.default_rng(5)).run(max_epochs=2)
         # the worker threads and processes are stopped after the run
-        assert trainer.task.groups._pool is None and trainer.task.groups._workers == []
+        groups = opened[-1].groups
+        assert groups._pool is None and groups._workers == []
         trained[parallel] = params
     for name in start:
         assert_array_equal(trained[False][name], trained[True][name])

@@ -447,9 +447,3 @@ def step(params: dict, config: NetworkConfig, ids: np.ndarray, state: list):
 def n_parameters(params: dict) -> int:
     """Total number of scalar parameters."""
     return int(sum(p.size for p in params.values()))
-
-
-# diagnostics.py still calls these by their former names (charrnn/diagnostics.py is not part of
-# this change); drop the aliases once it calls input_projection and layer_params.
-_input_projection = input_projection
-_layer_params = layer_params

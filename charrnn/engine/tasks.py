@@ -31,8 +31,7 @@ import numpy as np
 from charrnn.data import textbatch
 from charrnn.data.batches import BPTTBatches
 from charrnn.engine import network, seqclf
-from charrnn.parallel.blas import blas_pool_size, scoring_threads
-from charrnn.parallel.groups import StreamGroups, group_slices, plan_groups
+from charrnn.parallel import ParallelSteps, group_slices, scoring_threads
 
 __all__ = [
     "ClassificationTask",
@@ -50,8 +49,8 @@ class TrainingTask(Protocol):
 
     #: optimiser steps in one full pass over the training data
     steps_per_pass: int
-    #: True when :meth:`loss_and_grads` can split a batch over cores (``parallel=True``)
-    can_parallel: bool
+    #: independent streams in a batch that a step may split over cores (1: never split)
+    n_streams: int
     #: True when there is validation data (:meth:`validation_score` returns a number)
     has_validation: bool
 
@@ -65,7 +64,7 @@ class TrainingTask(Protocol):
     def commit_step(self) -> None:
         """The step was applied: keep what it carries over (e.g. the hidden state)."""
 
-    def validation_score(self, params, parallel: bool) -> float:
+    def validation_score(self, params, steps: ParallelSteps) -> float:
         """The validation score of ``params`` (higher is better); nan without validation."""
 
     def record_fields(self, score: float | None) -> dict:
@@ -144,7 +143,8 @@ def stream_loss_on_all_cores(
     params: dict, config: network.NetworkConfig, ids: np.ndarray, n_streams: int = 128
 ) -> float:
     """:func:`stream_loss` with one group of streams per thread of the BLAS pool, BLAS limited
-    to one thread meanwhile (:func:`charrnn.parallel.blas.scoring_threads`; on two idle cores
+    to one thread meanwhile (:func:`charrnn.parallel.scoring_threads`, which honours the off
+    switch; on two idle cores
     this halved the time of a validation pass)."""
     with scoring_threads() as threads:
         return stream_loss(params, config, ids, n_streams, n_threads=threads)
@@ -162,29 +162,26 @@ class LanguageModelTask:
         Parallel streams and steps per truncated-BPTT chunk.
     """
 
-    can_parallel = True
-
     def __init__(self, config, train_ids, val_ids, *, batch_size: int, seq_length: int):
         self.config = config
         self.batches_ = BPTTBatches(train_ids, batch_size, seq_length)
         self.val_ids = val_ids
         self.steps_per_pass = self.batches_.n_chunks
+        # the streams of a batch are independent: ParallelSteps splits them into one group
+        # per core, fixed for the whole run (see charrnn.parallel)
+        self.n_streams = batch_size
         self.has_validation = len(val_ids) >= 2
         self.state = network.init_state(config, batch_size)
         self._next_state = self.state
-        # the batch's streams split into one group per core, fixed for the whole run so that
-        # results do not depend on how the groups were run (see charrnn.parallel)
-        self.groups = StreamGroups(batch_size, plan_groups(batch_size, blas_pool_size()))
-        self.can_parallel = self.groups.n_groups > 1
 
     def batches(self, start, rng):
         for k, inputs, targets in self.batches_.iter_from(start):
             yield k, (inputs, targets)
 
-    def loss_and_grads(self, params, batch, rng, parallel):
+    def loss_and_grads(self, params, batch, rng, steps):
         inputs, targets = batch
-        loss, grads, self._next_state = self.groups.loss_and_grads(
-            params, self.config, inputs, targets, self.state, rng, train=True, parallel=parallel
+        loss, grads, self._next_state = steps.loss_and_grads(
+            params, self.config, inputs, targets, self.state, rng, train=True
         )
         chars = self.batches_.chars_per_chunk
         return loss, grads, chars, chars
@@ -192,11 +189,11 @@ class LanguageModelTask:
     def commit_step(self):
         self.state = self._next_state
 
-    def validation_score(self, params, parallel):
+    def validation_score(self, params, steps):
         if not self.has_validation:
             return math.nan
-        # groups of streams in parallel when the step runs that way (BLAS is on one thread then)
-        threads = self.groups.n_groups if parallel else 1
+        # groups of streams in parallel when the steps run that way (BLAS is on one thread then)
+        threads = steps.validation_threads
         return -stream_loss(params, self.config, self.val_ids, n_threads=threads)
 
     def record_fields(self, score):
@@ -218,7 +215,7 @@ class LanguageModelTask:
             self.state = [tuple(a.astype(self.config.dtype) for a in lay) for lay in hidden]
 
     def close(self):
-        self.groups.close()
+        pass
 
 
 # -- whole sequences with one target each ----------------------------------------------------
@@ -237,7 +234,7 @@ class SequenceTask:
     batch_size : int
     """
 
-    can_parallel = False
+    n_streams = 1  # a batch's samples are one GEMM's rows; the step is never split
 
     def __init__(self, config, train, val, batch_size: int):
         self.config = config
@@ -300,14 +297,15 @@ class ClassificationTask(SequenceTask):
         buckets = textbatch.bucket_batches(self.lengths[self.train], self.batch_size, rng)
         return [self.train[b] for b in buckets]
 
-    def loss_and_grads(self, params, batch, rng, parallel):
+    def loss_and_grads(self, params, batch, rng, steps):
+        steps.begin_step()
         ids, lens = seqclf.pad_batch([self.seqs[i] for i in batch])
         loss, grads = seqclf.loss_and_grads(
             params, self.config, ids, lens, self.targets[batch], rng
         )
         return loss, grads, len(batch), int(lens.sum())
 
-    def validation_score(self, params, parallel):
+    def validation_score(self, params, steps):
         if not self.has_validation:
             return math.nan
         logits = self.predict_logits(params, [self.seqs[i] for i in self.val])
@@ -347,13 +345,14 @@ class RegressionTask(SequenceTask):
         order = self.train[rng.permutation(len(self.train))]
         return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
 
-    def loss_and_grads(self, params, batch, rng, parallel):
+    def loss_and_grads(self, params, batch, rng, steps):
+        steps.begin_step()
         x = np.ascontiguousarray(self.X[batch].transpose(1, 0, 2))  # (T, B, F)
         lengths = np.full(len(batch), x.shape[0], dtype=np.intp)
         loss, grads = seqclf.loss_and_grads(params, self.config, x, lengths, self.y[batch], rng)
         return loss, grads, len(batch), x.shape[0] * len(batch)
 
-    def validation_score(self, params, parallel):
+    def validation_score(self, params, steps):
         if not self.has_validation:
             return math.nan
         return r2_score(self.y[self.val], self.predict(params, self.X[self.val]))

@@ -28,7 +28,7 @@ import numpy as np
 from charrnn.engine.averaging import WeightAverage
 from charrnn.engine.optim import LRSchedule, Optimizer, clip_grad_norm
 from charrnn.engine.tasks import TrainingTask
-from charrnn.parallel.blas import BlasTuner, shared_blas_threads
+from charrnn.parallel import ParallelSteps
 
 __all__ = ["DivergedError", "Progress", "StopFlag", "Trainer", "graceful_interrupts"]
 
@@ -144,7 +144,8 @@ class Trainer:
         self.best_average: dict | None = None
         # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.parallel)
         self.tune_blas = True
-        self.blas: BlasTuner | None = None
+        # how each step uses the cores, open while run() runs (charrnn.parallel)
+        self.steps: ParallelSteps | None = None
         # the weights of the last step whose loss and gradient were finite (divergence undo)
         self._last_good = {k: np.empty_like(v) for k, v in params.items()}
         self._have_last_good = False
@@ -159,11 +160,6 @@ class Trainer:
         """Training characters read per optimiser step (the mean so far for uneven batches)."""
         p = self.progress
         return p.chars_seen / p.step if p.step else 0.0
-
-    @property
-    def parallel(self) -> bool:
-        """Whether the current step runs its groups of streams on several cores."""
-        return self.blas is not None and self.blas.parallel
 
     # -- checkpoint support -------------------------------------------------------------------
     def state_header(self) -> dict:
@@ -250,8 +246,8 @@ class Trainer:
         those of the last step whose loss and gradient were finite) when training diverges.
         Runs overlapping in time share the process's BLAS threads.
         """
-        with shared_blas_threads():
-            self.blas = BlasTuner(parallel=self.task.can_parallel) if self.tune_blas else None
+        self.steps = ParallelSteps(self.task.n_streams, tune=self.tune_blas)
+        with self.steps:
             try:
                 return self._loop(
                     max_epochs,
@@ -265,8 +261,6 @@ class Trainer:
                     total_epochs_for_schedule or max_epochs,
                 )
             finally:
-                if self.blas is not None:
-                    self.blas.restore()
                 self.task.close()
 
     def _loop(
@@ -321,10 +315,8 @@ class Trainer:
 
     def _step(self, batch, lr: float, p: Progress) -> tuple[float, float]:
         """One optimiser step on ``batch``; returns (gradient norm before clipping, loss)."""
-        if self.blas is not None:
-            self.blas.before_step()
         loss, grads, weight, chars = self.task.loss_and_grads(
-            self.params, batch, self.rng, self.parallel
+            self.params, batch, self.rng, self.steps
         )
         gnorm = clip_grad_norm(grads, self.clip_norm)
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
@@ -343,8 +335,7 @@ class Trainer:
         self.optimizer.step(grads, lr)
         if self.average is not None:
             self.average.update(self.params)
-        if self.blas is not None:
-            self.blas.after_step()
+        self.steps.step_done()
         self.task.commit_step()
         p.step += 1
         p.chars_seen += chars
@@ -362,7 +353,7 @@ class Trainer:
         """Score the pass, update the stopping counters and keep-best, record it."""
         p = self.progress
         train_loss = p.epoch_loss_sum / p.epoch_weight if p.epoch_weight else math.nan
-        score = self.task.validation_score(self.eval_params(), self.parallel)
+        score = self.task.validation_score(self.eval_params(), self.steps)
         score = None if math.isnan(score) else score
         if score is not None:
             if score > p.best_score + tol:

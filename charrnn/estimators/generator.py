@@ -20,7 +20,7 @@ from charrnn.engine.tasks import LanguageModelTask
 from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
 from charrnn.estimators.params import Integer, Param, as_generator
 from charrnn.io import check_writable, save_arrays
-from charrnn.parallel.blas import scoring_threads
+from charrnn.parallel import scoring_threads
 
 # training_corpus_: {"source", "n_chars", "sha256"} of the text the last fit trained on, so a
 # resume (fit(X, resume=True), `charrnn train --resume`) can check it is given the same text
@@ -370,7 +370,7 @@ class CharRNNGenerator(RecurrentEstimator):
 
         lik = np.zeros(len(seqs))
         # the batches are independent: one per core at a time
-        # (charrnn.parallel.blas.scoring_threads)
+        # (charrnn.parallel.scoring_threads)
         with scoring_threads() as threads:
             if threads > 1 and len(batches) > 1:
                 with ThreadPoolExecutor(threads) as pool:

@@ -197,11 +197,16 @@ class ParallelSteps:
         :meth:`charrnn.parallel.groups.StreamGroups.loss_and_grads` for the shapes); the
         gradients are valid until the next call.
         """
-        if self.tuner is not None:
-            self.tuner.before_step()
+        self.begin_step()
         return self.groups.loss_and_grads(
             params, config, inputs, targets, state, rng, train, parallel=self.parallel_now
         )
+
+    def begin_step(self) -> None:
+        """Call before a step computed outside :meth:`loss_and_grads` (a model whose batches
+        are not streams): starts the step's timing, so the BLAS pool is still tuned for it."""
+        if self.tuner is not None:
+            self.tuner.before_step()
 
     def step_done(self) -> None:
         """Call once the step's update is applied: ends the step's timing."""
