@@ -270,6 +270,15 @@ class Optimizer:
                 np.copyto(buf, state[f"{self.name}.{slot}.{key}"])
 
 
+def _average_square(v: np.ndarray, g: np.ndarray, beta: float, s: np.ndarray) -> None:
+    """``v = beta * v + (1 - beta) * g**2`` in place, in torch.optim's operation order (Adam's
+    second moment and RMSprop's square average); ``s`` is scratch of ``g``'s shape."""
+    np.multiply(v, beta, out=v)
+    np.multiply(g, g, out=s)
+    np.multiply(s, 1.0 - beta, out=s)
+    np.add(v, s, out=v)
+
+
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba), numerically as ``torch.optim.Adam``.
 
@@ -308,10 +317,7 @@ class Adam(Optimizer):
         np.multiply(m, b1, out=m)
         np.multiply(g, 1.0 - b1, out=s)
         np.add(m, s, out=m)
-        np.multiply(v, b2, out=v)
-        np.multiply(g, g, out=s)
-        np.multiply(s, 1.0 - b2, out=s)
-        np.add(v, s, out=v)
+        _average_square(v, g, b2, s)
         # Same operation order as PyTorch: (sqrt(v) / sqrt(bc2) + eps), then m / that.
         np.sqrt(v, out=s)
         np.divide(s, bc2_sqrt, out=s)
@@ -379,10 +385,7 @@ class RMSprop(Optimizer):
     def _update(self, p, g, s, bufs, lr):
         (v,) = bufs
         alpha, eps = self._hyper["alpha"], self._hyper["eps"]
-        np.multiply(v, alpha, out=v)
-        np.multiply(g, g, out=s)
-        np.multiply(s, 1.0 - alpha, out=s)
-        np.add(v, s, out=v)
+        _average_square(v, g, alpha, s)
         np.sqrt(v, out=s)
         np.add(s, eps, out=s)
         np.divide(g, s, out=s)
