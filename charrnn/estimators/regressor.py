@@ -65,6 +65,12 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
     pooling : {"last", "mean", "max"}, default="last"
         Feature vector per sequence: the final state of each direction, or the mean or
         element-wise maximum of the top layer's states over the steps.
+    linear_skip : bool, default=False
+        Add a linear map of the whole (standardised) input sequence to the outputs, beside
+        the recurrent layers' head (LSTNet's autoregressive component): the network then
+        learns what a linear model of the steps misses. It ties the model to sequences of
+        the ``n_steps`` it was fitted on (as every estimator here is); its weights start at
+        zero and take ``weight_decay`` like the others.
     standardize : bool, default=True
         Scale the inputs (per feature, over samples and steps) and the targets (per output)
         to mean 0 and standard deviation 1 with the statistics of the first ``fit`` or
@@ -147,6 +153,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         ),
         "bidirectional": Param(Boolean(), "Read every sequence forwards and backwards."),
         "pooling": Param(Options(seqclf.POOLINGS), "Feature vector per sequence."),
+        "linear_skip": Param(Boolean(), "Also map the whole input linearly to the outputs."),
         "standardize": Param(Boolean(), "Scale inputs and targets to mean 0, deviation 1."),
     }
 
@@ -159,6 +166,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         embedding_dim=None,
         bidirectional=False,
         pooling="last",
+        linear_skip=False,
         standardize=True,
         dropout=0.0,
         batch_size=32,
@@ -181,6 +189,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         super().__init__(**{k: v for k, v in locals().items() if k in SHARED_PARAMETERS})
         self.bidirectional = bidirectional
         self.pooling = pooling
+        self.linear_skip = linear_skip
         self.standardize = standardize
 
     def __sklearn_tags__(self):
@@ -300,6 +309,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
             dtype=self.dtype,
             input_size=self.n_inputs_,
             loss="squared_error",
+            skip_size=X.shape[1] * X.shape[2] if self.linear_skip else 0,
         )
         self.params_ = seqclf.init_params(self.config_, rng)
 
