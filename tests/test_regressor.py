@@ -291,8 +291,29 @@ def test_save_load_and_pickle_round_trips(fitted, tmp_path):
 
 def test_linear_skip_model_saves_and_loads(tmp_path):
     X, y = sums(n=60)
-    reg = quietly(RNNRegressor(hidden_size=3, max_iter=3, linear_skip=True, random_state=0).fit, X, y)
+    reg = quietly(
+        RNNRegressor(hidden_size=3, max_iter=3, linear_skip=True, random_state=0).fit, X, y
+    )
     reg.save(tmp_path / "skip.npz")
     twin = load(tmp_path / "skip.npz")
     assert twin.linear_skip and "Wskip" in twin.params_
     assert_array_equal(twin.predict(X), reg.predict(X))
+
+
+def test_linear_skip_starts_at_the_ridge_fit_of_the_training_data():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((80, 6)) * 3 + 10
+    y = X @ rng.standard_normal(6) + rng.standard_normal(80)
+    # a step too small to move the weights: what is left is the starting point
+    reg = RNNRegressor(
+        hidden_size=3, linear_skip=True, learning_rate=1e-12, max_iter=1,
+        validation_fraction=0.0, early_stopping=False, dtype="float64", random_state=0,
+    )  # fmt: skip
+    quietly(reg.fit, X, y)
+    Xs = (X - X.mean()) / X.std()  # one mean and scale for every step of the one feature
+    ys = (y - y.mean()) / y.std()
+    ridge = Ridge(alpha=1.0).fit(Xs, ys)
+    assert_allclose(reg.predict(X), ridge.predict(Xs) * y.std() + y.mean(), rtol=1e-6)
+    assert np.abs(reg.params_["Wout"]).max() < 1e-9  # the recurrent head starts at zero

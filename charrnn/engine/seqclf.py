@@ -217,7 +217,7 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
 def _flat_input(ids: np.ndarray, config: SeqClfConfig) -> np.ndarray:
     """(T, B, F) float input -> (B, T*F), step-major: what the linear skip path reads."""
     T, B, F = ids.shape
-    assert T * F == config.skip_size, (
+    assert config.skip_size == T * F, (
         f"the linear skip path reads {config.skip_size} values per sequence, got {T} x {F}"
     )
     return ids.transpose(1, 0, 2).reshape(B, T * F)

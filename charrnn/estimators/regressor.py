@@ -38,6 +38,9 @@ def _only_none(name, value):
     )
 
 
+# ridge penalty of the skip path's starting point (standardised inputs)
+_SKIP_RIDGE_ALPHA = 1.0
+
 # rows predicted per forward pass: bounds the memory of the cells' caches
 _PREDICT_BATCH = 512
 
@@ -70,7 +73,9 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         the recurrent layers' head (LSTNet's autoregressive component): the network then
         learns what a linear model of the steps misses. It ties the model to sequences of
         the ``n_steps`` it was fitted on (as every estimator here is); its weights start at
-        zero and take ``weight_decay`` like the others.
+        the ridge regression (alpha 1) of the training targets on the inputs and the
+        recurrent head's output weights at zero, so training starts from the best linear
+        model; they take ``weight_decay`` like the others.
     standardize : bool, default=True
         Scale the inputs (per feature, over samples and steps) and the targets (per output)
         to mean 0 and standard deviation 1 with the statistics of the first ``fit`` or
@@ -312,6 +317,31 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
             skip_size=X.shape[1] * X.shape[2] if self.linear_skip else 0,
         )
         self.params_ = seqclf.init_params(self.config_, rng)
+        # the skip path starts at the ridge fit of the training part, which _make_task knows
+        self._skip_init_pending = bool(self.linear_skip)
+
+    def _start_at_the_linear_fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Start the linear skip path at the ridge regression of ``y`` on the flattened
+        ``X`` (scaled, training rows only) and the recurrent head at zero, so training
+        begins at the best linear model and the recurrent layers learn what it misses.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n, T, F)
+            Scaled training inputs.
+        y : ndarray, shape (n, C)
+            Scaled training targets.
+        """
+        flat = X.reshape(len(X), -1).astype(np.float64)
+        x_mean, y_mean = flat.mean(axis=0), y.mean(axis=0)
+        centred = flat - x_mean
+        # alpha 1 on standardised inputs, as scikit-learn's Ridge() on such features
+        gram = centred.T @ centred + _SKIP_RIDGE_ALPHA * np.eye(flat.shape[1])
+        W = np.linalg.solve(gram, centred.T @ (y - y_mean))
+        dt = self.params_["Wskip"].dtype
+        self.params_["Wskip"][...] = W.astype(dt)
+        self.params_["bout"][...] = (y_mean - x_mean @ W).astype(dt)
+        self.params_["Wout"][...] = 0.0
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         """(n, T, F) inputs standardised, in the network's dtype."""
@@ -336,6 +366,9 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
             order = rng.permutation(n)
             train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
         ys = ((y - self.y_mean_) / self.y_scale_).astype(self.config_.dtype)
+        if getattr(self, "_skip_init_pending", False):
+            self._start_at_the_linear_fit(self._scaled(X[train]), ys[train])
+            self._skip_init_pending = False
         return RegressionTask(
             self.config_,
             self._scaled(X),
