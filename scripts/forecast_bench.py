@@ -55,17 +55,25 @@ def seasonal_naive(values: np.ndarray, start: int, season: int) -> np.ndarray:
 
 
 # RNNRegressor's settings here (those of `charrnn forecast`); --rnn-params overrides them
-RNN_PARAMS = dict(hidden_size=32, learning_rate=3e-3, n_iter_no_change=20, validation_fraction=0.15)
+RNN_PARAMS = dict(
+    hidden_size=32,
+    learning_rate=3e-3,
+    n_iter_no_change=20,
+    validation_fraction=0.15,
+    linear_skip=True,
+)
 
 
 def rnn_forecasts(cell, seed, train, test, season, max_iter, overrides):
     params = {**RNN_PARAMS, **overrides}
     windows = params.pop("window_seasons", 2)
     baseline = params.pop("baseline", "last")
+    refit = params.pop("refit", RNNForecaster().refit)
     reg = RNNRegressor(cell=cell, max_iter=max_iter, random_state=seed, **params)
     model = RNNForecaster(
-        reg, window=windows * season, horizon=season, season=season, baseline=baseline
-    )
+        reg, window=windows * season, horizon=season, season=season, baseline=baseline,
+        refit=refit,
+    )  # fmt: skip
     model.fit(train)
     return model.rolling_forecast(test)[1], model.estimator_.n_iter_
 

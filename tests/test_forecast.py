@@ -171,21 +171,33 @@ def test_any_multi_output_regressor_works_as_lag_feature_model():
     assert model.predict().shape == (3, 2)
 
 
-def test_the_validation_hold_out_is_the_end_of_the_series(monkeypatch):
-    seen = {}
+@pytest.mark.parametrize("refit", [False, True])
+def test_the_validation_hold_out_is_the_end_of_the_series(monkeypatch, refit):
+    calls = []
     real = RNNRegressor.fit
 
     def spy(self, X, y, validation_data=None):
-        seen.update(X=X, val=validation_data)
+        calls.append(dict(X=X, val=validation_data, params=self.get_params()))
         return real(self, X, y, validation_data=validation_data)
 
     monkeypatch.setattr(RNNRegressor, "fit", spy)
     series = np.arange(40.0)
-    model = RNNForecaster(quick(validation_fraction=0.25), window=5, horizon=3, baseline=None)
+    model = RNNForecaster(
+        quick(validation_fraction=0.25), window=5, horizon=3, baseline=None, refit=refit
+    )
     quietly(model.fit, series)
     # 33 windows: the last 9 validate, the 2 before them are dropped (targets shared)
+    seen = calls[0]
     assert len(seen["X"]) == 22 and len(seen["val"][0]) == 9
     assert seen["X"][-1, -1] == 25.0 and seen["val"][0][0, 0] == 24.0
+    assert len(calls) == 1 + refit
+    if refit:
+        # the final model: every window, for the passes the validation chose, no hold-out
+        final = calls[1]
+        assert len(final["X"]) == 33 and final["val"] is None
+        assert final["params"]["validation_fraction"] == 0.0
+        assert model.estimator_.n_iter_ == final["params"]["max_iter"] >= 1
+        assert model.validation_errors_.shape == (9, 3, 1)
 
 
 @pytest.mark.parametrize(
@@ -257,7 +269,8 @@ def test_save_and_load_round_trip(tmp_path):
     for twin in (load(path), load_forecaster(path)):
         assert isinstance(twin, RNNForecaster)
         assert twin.get_params(deep=False)["season"] == 3
-        assert twin.estimator.get_params() == model.estimator_.get_params()
+        assert twin.estimator.get_params() == model.estimator.get_params()
+        assert twin.estimator_.get_params() == model.estimator_.get_params()
         assert_array_equal(twin.predict(), model.predict())
         assert_array_equal(twin.predict_interval()[1], model.predict_interval()[1])
         assert twin.score(series[:20]) == model.score(series[:20])

@@ -96,6 +96,47 @@ def test_regression_gradients_with_dropout():
     assert regression_gradient_error(config, x, targets, dropout_seed=7) < 1e-6
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_regression_gradients_with_the_linear_skip_path(cell):
+    config = seqclf.SeqClfConfig(
+        cell, 0, 2, 3, num_layers=2, bidirectional=True, pooling="mean", dropout=0.3,
+        dtype="float64", input_size=2, loss="squared_error", skip_size=5 * 2,
+    )  # fmt: skip
+    rng = np.random.default_rng(4)
+    x, targets = rng.standard_normal((5, 3, 2)), rng.standard_normal((3, 2))
+    assert regression_gradient_error(config, x, targets, dropout_seed=7) < 1e-6
+
+
+def test_linear_skip_path_adds_a_linear_map_of_the_flattened_input():
+    config = seqclf.SeqClfConfig(
+        "gru", 0, 1, 3, dtype="float64", input_size=2, loss="squared_error", skip_size=8
+    )
+    rng = np.random.default_rng(5)
+    params = seqclf.init_params(config, rng)
+    assert params["Wskip"].shape == (8, 1) and not params["Wskip"].any()
+    x, lengths = rng.standard_normal((4, 3, 2)), np.full(3, 4)
+    base, _ = seqclf.forward(params, config, x, lengths)
+    params["Wskip"] = rng.standard_normal((8, 1))
+    out, _ = seqclf.forward(params, config, x, lengths)
+    # step-major flattening: sequence b's values in the order (t0 f0, t0 f1, t1 f0, ...)
+    flat = np.stack([x[:, b, :].reshape(-1) for b in range(3)])
+    assert_allclose(out - base, flat @ params["Wskip"])
+    with pytest.raises(AssertionError, match="skip"):
+        seqclf.SeqClfConfig("gru", 3, 2, 2, skip_size=4)  # symbol input has no skip path
+
+
+def test_linear_skip_fits_a_linear_target_that_the_recurrent_head_alone_misses():
+    # y is a fixed linear mix of all the steps: exact for the skip path, hard for a tiny GRU
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((300, 12))
+    y = X @ rng.standard_normal(12)
+    scores = {}
+    for skip in (False, True):
+        reg = RNNRegressor(hidden_size=2, max_iter=60, linear_skip=skip, random_state=0)
+        scores[skip] = quietly(reg.fit, X[:200], y[:200]).score(X[200:], y[200:])
+    assert scores[True] > 0.99 > scores[False]
+
+
 def test_float_input_config_asserts_what_belongs_to_symbols():
     for extra in ({"embedding_dim": 2}, {"aux_lm_weight": 0.5}):
         with pytest.raises(AssertionError, match="input_size"):
@@ -246,3 +287,33 @@ def test_save_load_and_pickle_round_trips(fitted, tmp_path):
     # the loaded model continues training
     cont = load(path).set_params(warm_start=True, max_iter=1)
     assert quietly(cont.fit, *sums(n=30)).n_iter_ == fitted.n_iter_ + 1
+
+
+def test_linear_skip_model_saves_and_loads(tmp_path):
+    X, y = sums(n=60)
+    reg = quietly(
+        RNNRegressor(hidden_size=3, max_iter=3, linear_skip=True, random_state=0).fit, X, y
+    )
+    reg.save(tmp_path / "skip.npz")
+    twin = load(tmp_path / "skip.npz")
+    assert twin.linear_skip and "Wskip" in twin.params_
+    assert_array_equal(twin.predict(X), reg.predict(X))
+
+
+def test_linear_skip_starts_at_the_ridge_fit_of_the_training_data():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((80, 6)) * 3 + 10
+    y = X @ rng.standard_normal(6) + rng.standard_normal(80)
+    # a step too small to move the weights: what is left is the starting point
+    reg = RNNRegressor(
+        hidden_size=3, linear_skip=True, learning_rate=1e-12, max_iter=1,
+        validation_fraction=0.0, early_stopping=False, dtype="float64", random_state=0,
+    )  # fmt: skip
+    quietly(reg.fit, X, y)
+    Xs = (X - X.mean()) / X.std()  # one mean and scale for every step of the one feature
+    ys = (y - y.mean()) / y.std()
+    ridge = Ridge(alpha=1.0).fit(Xs, ys)
+    assert_allclose(reg.predict(X), ridge.predict(Xs) * y.std() + y.mean(), rtol=1e-6)
+    assert np.abs(reg.params_["Wout"]).max() < 1e-9  # the recurrent head starts at zero

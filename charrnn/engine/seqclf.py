@@ -36,7 +36,15 @@ lm.{d}.W            (H, V)        auxiliary language model of direction ``d`` (o
 lm.{d}.b            (V,)          its bias
 Wout                (K*H, C)      output weights on the pooled features (C classes or outputs)
 bout                (C,)          output bias
+Wskip               (S, C)        linear path from the whole float input to the outputs (only
+                                  when ``skip_size`` S = T*F > 0)
 ==================  ============  ==============================================================
+
+With ``skip_size`` > 0 (float input of a fixed ``T`` steps) the outputs also get a linear map
+of the whole input sequence, flattened step-major, added to the head's: the autoregressive
+component of LSTNet (Lai et al. 2018, "Modeling long- and short-term temporal patterns with
+deep neural networks"). A window of a series then needs the recurrent layers only for what a
+linear model of its lags misses; ``Wskip`` starts at zero.
 
 With ``aux_lm_weight`` > 0 the training loss adds, with that weight, the mean cross-entropy of
 predicting every character of a text from the top layer's state next to it (the forward
@@ -96,6 +104,10 @@ class SeqClfConfig:
         features per step, fed to the first layer's ``Wx`` (no embedding).
     loss : {"cross_entropy", "squared_error"}
         What the head's outputs are and how they are scored (:data:`LOSSES`).
+    skip_size : int
+        Length ``S = T * F`` of the flattened float input that a linear path maps straight to
+        the outputs (module docstring); 0 leaves it out. Needs ``input_size``, and every
+        sequence then has exactly ``T`` steps.
     """
 
     cell: str
@@ -111,6 +123,7 @@ class SeqClfConfig:
     aux_lm_weight: float = 0.0
     input_size: int | None = None
     loss: str = "cross_entropy"
+    skip_size: int = 0
 
     def __post_init__(self):
         # Assertions for programming errors: the estimators check what users pass against
@@ -141,6 +154,12 @@ class SeqClfConfig:
         assert self.input_size is None or (self.embedding_dim is None and not self.aux_lm_weight), (
             "float input (input_size) takes no embedding_dim or aux_lm_weight"
         )
+        assert isinstance(self.skip_size, int | np.integer) and self.skip_size >= 0, (
+            f"skip_size must be an integer >= 0, got {self.skip_size!r}"
+        )
+        assert not self.skip_size or (
+            self.input_size is not None and self.skip_size % self.input_size == 0
+        ), "skip_size needs float input (input_size) and must be a multiple of it"
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -190,7 +209,18 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
             params[f"lm.{d}.b"] = np.zeros(V, dtype=dt)
     params["Wout"] = glorot(rng, config.feature_size, config.n_classes, dt)
     params["bout"] = np.zeros(config.n_classes, dtype=dt)
+    if config.skip_size:
+        params["Wskip"] = np.zeros((config.skip_size, config.n_classes), dtype=dt)
     return params
+
+
+def _flat_input(ids: np.ndarray, config: SeqClfConfig) -> np.ndarray:
+    """(T, B, F) float input -> (B, T*F), step-major: what the linear skip path reads."""
+    T, B, F = ids.shape
+    assert config.skip_size == T * F, (
+        f"the linear skip path reads {config.skip_size} values per sequence, got {T} x {F}"
+    )
+    return ids.transpose(1, 0, 2).reshape(B, T * F)
 
 
 def pad_batch(seqs: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +356,8 @@ def forward(
         pooled = pooled * pmask
     logits = pooled @ params["Wout"]
     logits += params["bout"]
+    if config.skip_size:
+        logits += _flat_input(ids, config) @ params["Wskip"]
     return logits, (ids, lengths, ridx, layers, pool_cache, pmask, out, pooled)
 
 
@@ -398,6 +430,8 @@ def backward(
     T, B = ids.shape[:2]
     H = config.hidden_size
     grads: dict[str, np.ndarray] = {"Wout": pooled.T @ dlogits, "bout": dlogits.sum(axis=0)}
+    if config.skip_size:
+        grads["Wskip"] = _flat_input(ids, config).T @ dlogits
     dpooled = dlogits @ params["Wout"].T
     if pmask is not None:
         dpooled *= pmask

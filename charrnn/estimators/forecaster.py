@@ -10,8 +10,11 @@ that ``score`` forecasts, and ``GridSearchCV`` tunes a forecaster without leakin
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from charrnn.data.windows import check_series, check_window_length, make_windows
@@ -55,7 +58,7 @@ class RNNForecaster(BaseEstimator):
     Parameters
     ----------
     estimator : regressor or None, default=None
-        Maps windows to the values after them; None is ``RNNRegressor()`` with its defaults.
+        Maps windows to the values after them; None is ``RNNRegressor(linear_skip=True)``.
         It is cloned by ``fit`` (``estimator_`` is the fitted copy); its parameters are
         tuned as ``estimator__hidden_size`` and so on. Any scikit-learn regressor with
         multi-output support works (e.g. ``Ridge()``, a lag-feature linear model); it gets
@@ -76,6 +79,13 @@ class RNNForecaster(BaseEstimator):
         Seasonal period: of the "seasonal" baseline, and of :meth:`score`'s scale (MASE),
         the mean absolute error of the seasonal-naive forecast on the training series. 12
         for monthly data with a yearly cycle.
+    refit : bool, default=True
+        With an :class:`RNNRegressor` that validates (``validation_fraction`` > 0): after the
+        fit on the earlier windows has chosen, on the last ones, how many passes to train
+        (``best_iteration_``), train a fresh copy of the regressor on every window for that
+        many passes, so the final model has learnt from the end of the series -- the part
+        closest to what it forecasts. It doubles the training time. False keeps the model
+        fitted without the validation windows.
 
     Attributes
     ----------
@@ -88,6 +98,8 @@ class RNNForecaster(BaseEstimator):
         :meth:`score` starts from.
     scale_ : ndarray, shape (n_series,)
         :func:`seasonal_naive_scale` of the training series.
+    refitted_ : bool
+        Whether ``estimator_`` is the ``refit`` on every window.
     validation_errors_ : ndarray, shape (n_validation, horizon, n_series), or None
         True minus forecast values of the validation windows (an :class:`RNNRegressor` with
         ``validation_fraction`` > 0), which :meth:`predict_interval` reads; else None.
@@ -102,12 +114,15 @@ class RNNForecaster(BaseEstimator):
     (6,)
     """
 
-    def __init__(self, estimator=None, *, window=24, horizon=1, baseline="last", season=1):
+    def __init__(
+        self, estimator=None, *, window=24, horizon=1, baseline="last", season=1, refit=True
+    ):
         self.estimator = estimator
         self.window = window
         self.horizon = horizon
         self.baseline = baseline
         self.season = season
+        self.refit = refit
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -174,7 +189,9 @@ class RNNForecaster(BaseEstimator):
                 f"X has {len(series)} time steps, shorter than window + horizon = {window} + "
                 f"{horizon}: use a longer series or a shorter window or horizon"
             )
-        self.estimator_ = clone(RNNRegressor() if self.estimator is None else self.estimator)
+        self.estimator_ = clone(
+            RNNRegressor(linear_skip=True) if self.estimator is None else self.estimator
+        )
         self.n_series_ = series.shape[1]
         inputs, targets, _ = self._supervised(series, window, horizon)
         fraction = getattr(self.estimator_, "validation_fraction", 0)
@@ -198,12 +215,28 @@ class RNNForecaster(BaseEstimator):
             pred = np.asarray(self.estimator_.predict(inputs[-n_val:]), dtype=np.float64)
             errors = targets[-n_val:] - pred.reshape(n_val, -1)
             self.validation_errors_ = errors.reshape(n_val, horizon, self.n_series_)
+            self.refitted_ = bool(self.refit)
+            if self.refit:
+                self.estimator_ = self._refitted(inputs, targets)
         else:
             self.estimator_.fit(inputs, targets)
             self.validation_errors_ = None
+            self.refitted_ = False
         self.last_window_ = series[-window:].copy()
         self.scale_ = seasonal_naive_scale(series, int(self.season))
         return self
+
+    def _refitted(self, inputs: np.ndarray, targets: np.ndarray) -> RNNRegressor:
+        """A fresh regressor trained on every window for the passes validation chose."""
+        chosen = self.estimator_
+        passes = chosen.best_iteration_ or chosen.n_iter_
+        final = clone(chosen).set_params(
+            max_iter=int(passes), validation_fraction=0.0, early_stopping=False, warm_start=False
+        )
+        with warnings.catch_warnings():
+            # max_iter ending this fit is the plan, not a sign of an unfinished fit
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return final.fit(inputs, targets)
 
     def _shaped(self, values: np.ndarray) -> np.ndarray:
         """(n, horizon * S) outputs as (n, horizon) or (n, horizon, S)."""
@@ -348,6 +381,14 @@ class RNNForecaster(BaseEstimator):
         reg_header, reg_arrays = self.estimator_.saved_state()
         params = {k: v for k, v in self.get_params(deep=False).items() if k != "estimator"}
         header = {"estimator": ESTIMATOR_NAME, "params": params, "regressor": reg_header}
+        header["refitted"] = bool(self.refitted_)
+        if isinstance(self.estimator, RNNRegressor):
+            # what the forecaster was asked for: after a refit, estimator_'s own budget and
+            # validation settings are the refit's
+            asked = self.estimator.get_params()
+            if not (asked["random_state"] is None or isinstance(asked["random_state"], int)):
+                asked["random_state"] = None
+            header["regressor_params"] = asked
         arrays = {f"regressor/{k}": v for k, v in reg_arrays.items()}
         arrays |= {"last_window": self.last_window_, "scale": self.scale_}
         if self.validation_errors_ is not None:
@@ -364,11 +405,13 @@ class RNNForecaster(BaseEstimator):
             header["regressor"],
             {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
         )
-        est = cls(RNNRegressor(**reg.get_params()), **header["params"])
+        asked = header.get("regressor_params", reg.get_params())
+        est = cls(RNNRegressor(**asked), **header["params"])
         est.estimator_ = reg
         est.last_window_ = np.array(arrays["last_window"], dtype=np.float64)
         est.n_series_ = est.last_window_.shape[1]
         est.scale_ = np.array(arrays["scale"], dtype=np.float64)
+        est.refitted_ = bool(header.get("refitted", False))
         errors = arrays.get("validation_errors")
         est.validation_errors_ = None if errors is None else np.array(errors, dtype=np.float64)
         return est

@@ -38,6 +38,9 @@ def _only_none(name, value):
     )
 
 
+# ridge penalty of the skip path's starting point (standardised inputs)
+_SKIP_RIDGE_ALPHA = 1.0
+
 # rows predicted per forward pass: bounds the memory of the cells' caches
 _PREDICT_BATCH = 512
 
@@ -65,6 +68,14 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
     pooling : {"last", "mean", "max"}, default="last"
         Feature vector per sequence: the final state of each direction, or the mean or
         element-wise maximum of the top layer's states over the steps.
+    linear_skip : bool, default=False
+        Add a linear map of the whole (standardised) input sequence to the outputs, beside
+        the recurrent layers' head (LSTNet's autoregressive component): the network then
+        learns what a linear model of the steps misses. It ties the model to sequences of
+        the ``n_steps`` it was fitted on (as every estimator here is); its weights start at
+        the ridge regression (alpha 1) of the training targets on the inputs and the
+        recurrent head's output weights at zero, so training starts from the best linear
+        model; they take ``weight_decay`` like the others.
     standardize : bool, default=True
         Scale the inputs (per feature, over samples and steps) and the targets (per output)
         to mean 0 and standard deviation 1 with the statistics of the first ``fit`` or
@@ -147,6 +158,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         ),
         "bidirectional": Param(Boolean(), "Read every sequence forwards and backwards."),
         "pooling": Param(Options(seqclf.POOLINGS), "Feature vector per sequence."),
+        "linear_skip": Param(Boolean(), "Also map the whole input linearly to the outputs."),
         "standardize": Param(Boolean(), "Scale inputs and targets to mean 0, deviation 1."),
     }
 
@@ -159,6 +171,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         embedding_dim=None,
         bidirectional=False,
         pooling="last",
+        linear_skip=False,
         standardize=True,
         dropout=0.0,
         batch_size=32,
@@ -181,6 +194,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         super().__init__(**{k: v for k, v in locals().items() if k in SHARED_PARAMETERS})
         self.bidirectional = bidirectional
         self.pooling = pooling
+        self.linear_skip = linear_skip
         self.standardize = standardize
 
     def __sklearn_tags__(self):
@@ -300,8 +314,34 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
             dtype=self.dtype,
             input_size=self.n_inputs_,
             loss="squared_error",
+            skip_size=X.shape[1] * X.shape[2] if self.linear_skip else 0,
         )
         self.params_ = seqclf.init_params(self.config_, rng)
+        # the skip path starts at the ridge fit of the training part, which _make_task knows
+        self._skip_init_pending = bool(self.linear_skip)
+
+    def _start_at_the_linear_fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Start the linear skip path at the ridge regression of ``y`` on the flattened
+        ``X`` (scaled, training rows only) and the recurrent head at zero, so training
+        begins at the best linear model and the recurrent layers learn what it misses.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n, T, F)
+            Scaled training inputs.
+        y : ndarray, shape (n, C)
+            Scaled training targets.
+        """
+        flat = X.reshape(len(X), -1).astype(np.float64)
+        x_mean, y_mean = flat.mean(axis=0), y.mean(axis=0)
+        centred = flat - x_mean
+        # alpha 1 on standardised inputs, as scikit-learn's Ridge() on such features
+        gram = centred.T @ centred + _SKIP_RIDGE_ALPHA * np.eye(flat.shape[1])
+        W = np.linalg.solve(gram, centred.T @ (y - y_mean))
+        dt = self.params_["Wskip"].dtype
+        self.params_["Wskip"][...] = W.astype(dt)
+        self.params_["bout"][...] = (y_mean - x_mean @ W).astype(dt)
+        self.params_["Wout"][...] = 0.0
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         """(n, T, F) inputs standardised, in the network's dtype."""
@@ -326,6 +366,9 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
             order = rng.permutation(n)
             train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
         ys = ((y - self.y_mean_) / self.y_scale_).astype(self.config_.dtype)
+        if getattr(self, "_skip_init_pending", False):
+            self._start_at_the_linear_fit(self._scaled(X[train]), ys[train])
+            self._skip_init_pending = False
         return RegressionTask(
             self.config_,
             self._scaled(X),
