@@ -63,7 +63,7 @@ def _brute_force_words(gen, prefix, lead, max_chars):
 
 @pytest.mark.parametrize("prefix, lead", [("ab ba", " "), ("ab ba ", "")])
 def test_complete_matches_brute_force_enumeration(tiny, prefix, lead):
-    # 2 word characters and words of up to 4: the default beam (16) holds every live word
+    # 2 word characters and words of up to 4: the default beam (64) holds every live word
     found = tiny.complete(prefix, top_k=5, max_chars=4)
     expected = _brute_force_words(tiny, prefix, lead, 4)[:5]
     assert [w for w, _ in found] == [w for w, _ in expected]

@@ -30,7 +30,7 @@ __all__ = ["complete"]
     "--beam-width",
     type=click.IntRange(1),
     default=None,
-    show_default="max(2 x top-k, 16)",
+    show_default="max(8 x top-k, 64)",
     help="Unfinished words kept at each character of the beam search.",
 )
 def complete(model, prefix, top_k, max_chars, beam_width):

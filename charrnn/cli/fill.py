@@ -40,7 +40,7 @@ def fill(model, template, candidates, top):
 
     Each filled text is scored by the model as a whole document, so the words after a blank
     count as much as those before it. Scores are log-likelihoods in nats; the share is each
-    text's probability relative to the others listed.
+    text's probability relative to all the filled texts.
 
     \b
     Example:

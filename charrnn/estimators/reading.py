@@ -102,7 +102,10 @@ class TextReadingMixin:
         max_chars : int >= 1
             Longest word searched for.
         beam_width : int >= 1 or None
-            Unfinished words kept at each character; None keeps ``max(2 * top_k, 16)``.
+            Unfinished words kept at each character; None keeps ``max(8 * top_k, 64)``. The
+            search stops as soon as no unfinished word can beat the ``top_k``-th finished one,
+            so a wide beam costs little; on a Shakespeare model a beam of 16 missed words
+            that 32 and more found (docs/benchmarks.md).
 
         Returns
         -------
@@ -133,7 +136,7 @@ class TextReadingMixin:
             forced_ids=self.vocab_.encode(lead),
             extend=word,
             end=boundary,
-            beam_width=max(2 * top_k, 16) if beam_width is None else beam_width,
+            beam_width=max(8 * top_k, 64) if beam_width is None else beam_width,
             n_best=top_k,
             max_steps=max_chars,
             end_at_max=False,
