@@ -373,9 +373,9 @@ select { font: inherit; }
 #ranking table { border-collapse: collapse; font-size: 13px; }
 #ranking th { text-align: left; padding: .2em .8em .2em 0; font-weight: 600;
   white-space: nowrap; }
-#ranking td { padding: .15em .2em; }
+#ranking td { padding: .15em .2em; white-space: nowrap; }
 #ranking button { font: 12px ui-monospace, monospace; border: 1px solid #bbb;
-  background: #fff; cursor: pointer; padding: .05em .35em; }
+  background: #fff; cursor: pointer; padding: .05em .35em; white-space: nowrap; }
 #ranking button:hover { background: #eef; }
 """
 
