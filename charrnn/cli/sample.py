@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from charrnn.cli.common import library_errors, load_generator, model_option, resolve_model
 from charrnn.cli.options import FiniteFloat
@@ -61,10 +62,27 @@ __all__ = ["sample"]
     show_default=True,
     help="End a sample early where the model ends a document.",
 )
-def sample(model, length, prime, temperature, top_k, top_p, n_samples, seed, stop_at_end):
+@click.option(
+    "--beam-width",
+    type=click.IntRange(1),
+    default=None,
+    show_default="off: random text",
+    help="Print the most likely continuation, found by a beam search keeping this many "
+    "candidates (with --n, the N most likely), instead of random text.",
+)
+@click.pass_context
+def sample(
+    ctx, model, length, prime, temperature, top_k, top_p, n_samples, seed, stop_at_end, beam_width
+):
     """Generate text from a trained model: the prime followed by its continuation."""
     path = resolve_model(model)
     gen = load_generator(path)
+    if beam_width is not None:
+        if ctx.get_parameter_source("temperature") is not ParameterSource.DEFAULT:
+            raise click.UsageError("--beam-width finds the most likely text: drop --temperature")
+        if top_k is not None or top_p is not None:
+            raise click.UsageError("--beam-width finds the most likely text: drop --top-k/--top-p")
+        temperature = 1.0  # the beam ranks by the model's own probabilities
     with library_errors():
         texts = gen.sample(
             n_samples,
@@ -75,6 +93,7 @@ def sample(model, length, prime, temperature, top_k, top_p, n_samples, seed, sto
             top_p=top_p,
             random_state=seed,
             stop_at_end=stop_at_end,
+            beam_width=beam_width,
         )
     for i, text in enumerate(texts):
         if n_samples > 1:

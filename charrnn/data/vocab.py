@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CharVocab"]
+__all__ = ["CharVocab", "WORD_PUNCTUATION", "is_word_char"]
+
+# Characters other than letters and digits that may stand inside a word: apostrophes ("o'er",
+# "I'll", "it's") and the hyphen ("well-met"). Every other character ends a word.
+WORD_PUNCTUATION = "'\u2019-"
+
+
+def is_word_char(char: str) -> bool:
+    """Whether ``char`` can be part of a word: a letter, a digit or one of ``WORD_PUNCTUATION``."""
+    return len(char) == 1 and (char.isalnum() or char in WORD_PUNCTUATION)
+
 
 # Largest Unicode code point + 1: the size of a dense code-point lookup table.
 _N_CODE_POINTS = 0x110000
@@ -258,6 +268,18 @@ class CharVocab:
             out[pos] = self.EOD_ID
             pos += 1
         return out
+
+    def word_mask(self) -> np.ndarray:
+        """Which symbols can be part of a word (:func:`is_word_char`).
+
+        Returns
+        -------
+        ndarray of bool, shape (size,)
+            False for the end-of-document and unknown symbols.
+        """
+        mask = np.zeros(self.size, dtype=bool)
+        mask[self.N_SPECIAL :] = [is_word_char(c) for c in self._chars]
+        return mask
 
     def unknown_chars(self, text: str) -> list[str]:
         """Return the distinct characters of ``text`` missing from the vocabulary, sorted.

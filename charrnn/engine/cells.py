@@ -149,6 +149,12 @@ class RNNCell:
         return dxw, {"Wh": dWh}, (dh,)
 
     @staticmethod
+    def sequence_states(cache: tuple) -> State:
+        """The state after every step of the :meth:`forward` that made ``cache``: ``(hs,)``,
+        (T, B, H) views into the cache (valid while the cache is)."""
+        return (cache[0][1:],)
+
+    @staticmethod
     def step(xw: np.ndarray, state: State, p: dict) -> State:
         """One step without a cache: ``xw`` (B, H) -> new state ``(h,)``, newly allocated."""
         h = state[0] @ p["Wh"]
@@ -361,6 +367,12 @@ class LSTMCell:
         return dxw, {"Wh": dWh}, (dh, dc)
 
     @staticmethod
+    def sequence_states(cache: tuple) -> State:
+        """The state after every step of the :meth:`forward` that made ``cache``: ``(hs, cs)``,
+        each (T, B, H), views into the cache (valid while the cache is)."""
+        return (cache[0][1:], cache[1][1:])
+
+    @staticmethod
     def step(xw: np.ndarray, state: State, p: dict) -> State:
         """One step without a cache: ``xw`` (B, 4H) -> ``(h, c)``, newly allocated."""
         h, c = state
@@ -535,6 +547,12 @@ class GRUCell:
         dWh = hall[:-1].reshape(-1, H).T @ dhw.reshape(-1, 3 * H)
         dbhn = dhw[..., 2 * H :].sum(axis=(0, 1))
         return dxw, {"Wh": dWh, "bhn": dbhn}, (dh,)
+
+    @staticmethod
+    def sequence_states(cache: tuple) -> State:
+        """The state after every step of the :meth:`forward` that made ``cache``: ``(hs,)``,
+        (T, B, H) views into the cache (valid while the cache is)."""
+        return (cache[0][1:],)
 
     @staticmethod
     def step(xw: np.ndarray, state: State, p: dict) -> State:

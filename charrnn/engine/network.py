@@ -268,10 +268,15 @@ def forward_logits(params: dict, config: NetworkConfig, inputs: np.ndarray, stat
         Top-layer hidden states.
     """
     top, new_state, _ = forward(params, config, inputs, state)
-    T, B, H = top.shape
-    logits = top.reshape(T * B, H) @ params["Why"]
+    return output_logits(params, top), new_state, top
+
+
+def output_logits(params: dict, top: np.ndarray) -> np.ndarray:
+    """The dense output layer: top-layer states ``(..., H)`` -> logits ``(..., V)``."""
+    H = top.shape[-1]
+    logits = top.reshape(-1, H) @ params["Why"]
     logits += params["by"]
-    return logits.reshape(T, B, -1), new_state, top
+    return logits.reshape(*top.shape[:-1], -1)
 
 
 def loss_and_grads(

@@ -19,6 +19,7 @@ from charrnn.engine import network
 from charrnn.engine.tasks import LanguageModelTask
 from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
 from charrnn.estimators.params import Integer, Param, as_generator
+from charrnn.estimators.reading import TextReadingMixin
 from charrnn.io import check_writable, save_arrays
 from charrnn.parallel import scoring_threads
 
@@ -79,7 +80,7 @@ def check_documents(X, name: str = "X") -> list[str]:
     return [str(d) for d in docs]
 
 
-class CharRNNGenerator(RecurrentEstimator):
+class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
     """Character-level recurrent language model (RNN, LSTM or GRU) trained by truncated BPTT.
 
     X is a string (one document) or an iterable of strings. Documents are joined with an
@@ -198,6 +199,12 @@ class CharRNNGenerator(RecurrentEstimator):
     unknown symbol, which training drives close to zero -- scoring text with unseen characters
     is finite but heavily penalised. ``sample(prime=...)`` refuses unseen characters, and
     ``sample`` never generates the unknown symbol.
+
+    Reading (:class:`~charrnn.estimators.reading.TextReadingMixin`): ``complete(prefix)``
+    gives the most likely next words with their probabilities, ``fill(template,
+    candidates)`` ranks the ways to fill a template's blanks by the whole text's likelihood,
+    ``trace(text)`` returns the hidden states and predictions at every character, and
+    ``sample(beam_width=...)`` the most likely continuation instead of a random one.
 
     Examples
     --------
@@ -497,6 +504,7 @@ class CharRNNGenerator(RecurrentEstimator):
         top_p=None,
         random_state=None,
         stop_at_end=True,
+        beam_width=None,
     ) -> list[str]:
         """Generate ``n_samples`` texts together, each of at most ``length`` characters.
 
@@ -517,6 +525,14 @@ class CharRNNGenerator(RecurrentEstimator):
             Stop a sample at the end-of-document symbol. When False the sample goes on into a
             new document, and each document end is written as a newline (it counts in
             ``length``).
+        beam_width : int or None
+            None draws random texts. An integer returns the most likely texts instead, found
+            by a beam search keeping that many candidates
+            (:func:`charrnn.engine.beam.beam_search`): the ``n_samples`` (at most
+            ``beam_width``) best, best first, scored by the model's own probabilities, so
+            ``temperature`` must be 1 and ``top_k``, ``top_p`` None; ``random_state`` is
+            not used. With ``stop_at_end`` a text ending at the end symbol competes with the
+            full-length ones by its probability, end symbol included.
 
         Returns
         -------
@@ -530,17 +546,16 @@ class CharRNNGenerator(RecurrentEstimator):
         Real(0.0, low_open=True).check("temperature", temperature)
         Integer(1, none_ok=True).check("top_k", top_k)
         Real(0.0, 1.0, low_open=True, none_ok=True).check("top_p", top_p)
-        if not isinstance(prime, str):
-            raise TypeError(f"prime must be a string, got {type(prime).__name__}")
-        unknown = self.vocab_.unknown_chars(prime)
-        if unknown:
-            raise ValueError(
-                f"prime contains characters the model never saw in training: {unknown!r:.80}"
+        Integer(1, none_ok=True).check("beam_width", beam_width)
+        self._check_known("prime", prime)
+        prime_ids = np.concatenate(([CharVocab.EOD_ID], self.vocab_.encode(prime))).astype(np.intp)
+        if beam_width is not None:
+            return self._beam_sample(
+                n_samples, length, prime_ids, beam_width, stop_at_end, temperature, top_k, top_p
             )
         rng = as_generator(random_state)
         from charrnn.engine.sampling import generate
 
-        prime_ids = np.concatenate(([CharVocab.EOD_ID], self.vocab_.encode(prime))).astype(np.intp)
         # The unknown symbol stands for characters the model never saw; it is never generated
         # (a -inf output bias gives it probability 0 at every step).
         params = dict(self.params_)
