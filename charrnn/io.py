@@ -514,7 +514,11 @@ def load(path: str | os.PathLike):
         For a missing, truncated, foreign or newer-format file, or one whose arrays do not
         match its own header. It is a ``ValueError``.
     """
-    header, arrays = load_arrays(path)
+    return _build(path, *load_arrays(path))
+
+
+def _build(path, header: dict[str, Any], arrays: dict[str, np.ndarray]):
+    """The estimator a file's header and arrays describe, or a ModelFileError."""
     kind = header.get("estimator")
     if not isinstance(kind, str) or kind not in ESTIMATOR_MODULES:
         raise ModelFileError(path, f"names an unknown estimator {kind!r} in its header")
@@ -543,7 +547,11 @@ def load_as(path: str | os.PathLike, cls: type):
     ModelFileError
         As :func:`load`, or naming the estimator the file holds.
     """
-    est = load(path)
+    header, arrays = load_arrays(path)
+    kind = header.get("estimator")
+    if kind != cls.__name__ and isinstance(kind, str) and kind in ESTIMATOR_MODULES:
+        raise ModelFileError(path, f"holds a {kind}, not a {cls.__name__}")
+    est = _build(path, header, arrays)
     if not isinstance(est, cls):
         raise ModelFileError(path, f"holds a {type(est).__name__}, not a {cls.__name__}")
     return est
