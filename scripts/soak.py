@@ -77,11 +77,11 @@ def finished(model: Path, max_iter: int) -> bool:
 @click.option("--interruptions", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the moments.")
 @click.option("--chars", type=click.IntRange(10_000), default=60_000, show_default=True)
-@click.option("--max-iter", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--max-iter", type=click.IntRange(1), default=80, show_default=True)
 @click.option(
     "--delay",
     type=(float, float),
-    default=(2.0, 7.0),
+    default=(2.0, 8.0),
     show_default=True,
     help="Seconds after starting a run before it is interrupted: uniform in [LOW, HIGH].",
 )

@@ -1,7 +1,10 @@
 """How much memory a training run needs, worked out from its shapes before anything is allocated.
 
-A training step holds the weights, their gradients, the optimiser's buffers (Adam two per
-weight), a copy of the best weights (keep-best), and the activations of one batch: for every
+A training step holds the weights, their gradients (two sets at the peak: the next step's are
+made while the last step's are held), the optimiser's buffers (Adam two per weight) and its
+scratch array, the divergence guard's copy of the last good weights, the transposed recurrent
+weights of the backward loops, a copy of the best weights (keep-best), and the activations of
+one batch: for every
 layer, direction and time step of every sequence, the cell's cached gates and states
 (:attr:`charrnn.engine.cells.RNNCell.scratch_per_unit` and its siblings: what ``forward``
 caches and ``backward`` writes, per hidden unit), the layer's input projection, its dropout
@@ -33,13 +36,18 @@ class MemoryEstimate:
 
     Attributes
     ----------
-    weights, gradients, optimizer, best_copy, activations, workers : int
-        Bytes of each part; ``workers`` is the parallel groups' extra weights and gradients.
+    weights, gradients, optimizer, copies, best_copy, activations, workers : int
+        Bytes of each part: ``gradients`` counts two sets (a step's gradients are made while
+        the last step's are still held), ``optimizer`` its buffers and its scratch array,
+        ``copies`` the divergence guard's last good weights and the transposed recurrent
+        weights of the backward loops, ``workers`` the parallel groups' extra weights and
+        gradients.
     """
 
     weights: int
     gradients: int
     optimizer: int
+    copies: int
     best_copy: int
     activations: int
     workers: int
@@ -51,6 +59,7 @@ class MemoryEstimate:
             self.weights
             + self.gradients
             + self.optimizer
+            + self.copies
             + self.best_copy
             + self.activations
             + self.workers
@@ -62,6 +71,7 @@ class MemoryEstimate:
             ("weights", self.weights),
             ("gradients", self.gradients),
             ("optimiser state", self.optimizer),
+            ("working copies", self.copies),
             ("best-weights copy", self.best_copy),
             ("activations", self.activations),
             ("parallel workers", self.workers),
@@ -130,6 +140,7 @@ def training_memory(
     """
     n_weights = sum(_prod(s) for s in shapes.values())
     weights = n_weights * itemsize
+    recurrent = sum(_prod(s) for name, s in shapes.items() if name.endswith(".Wh")) * itemsize
     G, H = CELLS[cell].n_gates, hidden_size
     per_layer = G * H + CELLS[cell].scratch_per_unit * H + (2 * H if dropout else 0)
     # + the gradient of each layer's input (H wide above the first layer) and of the top states
@@ -138,8 +149,9 @@ def training_memory(
     per_step += 2 * outputs_per_step  # probabilities and their gradient
     return MemoryEstimate(
         weights=weights,
-        gradients=weights,
-        optimizer=optimizer_slots * weights,
+        gradients=2 * weights,
+        optimizer=(optimizer_slots + 1) * weights,
+        copies=weights + recurrent,
         best_copy=weights if keep_best else 0,
         activations=per_step * batch_size * steps * itemsize,
         workers=2 * weights * (n_groups - 1),
