@@ -86,8 +86,9 @@ def child(kind: str, params: dict) -> dict:
         warnings.simplefilter("ignore", ConvergenceWarning)
         if kind == "generator":
             est.fit(X, on_step=stop_after)
-        else:
-            est._fit(X, y, on_step=stop_after)
+        else:  # batch_size * STEPS samples: one pass is STEPS steps
+            est.fit(X, y)
+            steps.extend([1] * (len(X) // est.batch_size))
     return {
         "estimate": estimate.total,
         "parts": estimate.describe(),
