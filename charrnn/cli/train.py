@@ -1,7 +1,8 @@
 """``charrnn train``: fit a CharRNNGenerator on a corpus, saving as it goes.
 
 The command checks everything it can before the first step (the corpus reads and is long
-enough, the model path is writable, the disk has room), then trains with a progress bar, saves
+enough, the model path is writable and no other run holds its lock, the memory and the disk
+have room), then trains with a progress bar, saves
 the model atomically at every pass end and when training stops (finished, time budget, early
 stopping, Ctrl-C or SIGTERM), and never writes weights that are not finite. A file larger than
 ``STREAM_OVER_BYTES`` is never read into memory: it is read in blocks and trained on from a
@@ -108,7 +109,8 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
 
     A named corpus is built on first use. The model is saved at the end of every pass over
     the text and when training stops; Ctrl-C stops after the current step, saves, and prints
-    the command that resumes.
+    the command that resumes. While it runs, the model is locked (MODEL.lock): a second run
+    on the same --model is refused.
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; give one")
