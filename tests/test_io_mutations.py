@@ -103,7 +103,9 @@ def originals(tmp_path_factory) -> dict[str, Path]:
         reg.save(files["regressor"])
         series = np.sin(np.arange(80) / 3.0)
         fc = RNNForecaster(
-            RNNRegressor(hidden_size=4, max_iter=1, random_state=0), window=6, horizon=2
+            RNNRegressor(hidden_size=4, max_iter=1, random_state=0, linear_skip=True),
+            window=6,
+            horizon=2,
         )
         _quiet(fc.fit, series)
         files["forecaster"] = folder / "forecaster.npz"
