@@ -14,11 +14,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import os
 import secrets
+import struct
 import tempfile
+import tokenize
 import zipfile
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,10 +32,13 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "HEADER_KEY",
+    "ModelFileError",
     "atomic_write",
+    "check_network",
     "check_writable",
     "load_arrays",
     "load",
+    "load_as",
     "save_arrays",
 ]
 
@@ -240,39 +247,131 @@ def save_arrays(
                 np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
-def _read_member(npz: Any, key: str, where: str) -> np.ndarray:
-    """Read one array from an open archive, turning every failure into a ValueError."""
-    try:
-        arr = npz[key]
-    except ValueError as exc:
-        # read_array refuses object (pickled) arrays with a ValueError before unpickling.
-        raise ValueError(f"{where} entry {key!r} could not be read safely ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{where} is truncated or corrupt (entry {key!r}: {exc})") from exc
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{where} entry {key!r} is not a .npy array")
-    return arr
+class ModelFileError(ValueError):
+    """A model file that cannot be used: missing, foreign, corrupt, or inconsistent with itself.
+
+    Every failure to read a model file reaches the caller as this error (a ``ValueError``,
+    so ``except ValueError`` keeps working), with a message naming the file and what is wrong.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    problem : str
+        What is wrong with it, e.g. ``"is truncated or corrupt (...)"``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"model file {self.path!r} {problem}")
 
 
-def _read_header(npz: Any, where: str) -> dict[str, Any]:
-    if HEADER_KEY not in npz.files:
-        raise ValueError(f"{where} is not a charrnn model file (it has no {HEADER_KEY} entry)")
-    raw = _read_member(npz, HEADER_KEY, where)
+# What reading a damaged archive can raise, from zipfile, zlib, NumPy's .npy header parser
+# (which evaluates the header as a Python literal: tokenize and syntax errors) and json.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    OverflowError,
+    MemoryError,
+    SyntaxError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    NotImplementedError,
+    RecursionError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).split(". If you trust")[0] or type(exc).__name__
+    return " ".join(text.split())
+
+
+class _UnsafeEntry(ValueError):
+    """An entry that could only be read by unpickling it."""
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member, refusing object arrays and sizes the member cannot hold.
+
+    The header is read first, so a header promising more data than the member has (a flipped
+    byte in a shape) is refused before anything is allocated for it.
+    """
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+        if dtype.hasobject:
+            raise _UnsafeEntry("it holds Python objects (a pickle), which are never loaded")
+        count = math.prod(shape)
+        if count * dtype.itemsize > info.file_size:
+            raise ValueError(
+                f"its header promises {shape} {dtype} ({count * dtype.itemsize:,} bytes) but "
+                f"the entry holds {info.file_size:,} bytes"
+            )
+    with zf.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    with zipfile.ZipFile(path) as zf:
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ModelFileError(
+                    path, f"has an entry {info.filename!r} that is not a .npy array"
+                )
+            key = info.filename[: -len(".npy")]
+            if key in members:
+                raise ModelFileError(path, f"has two entries named {info.filename!r}")
+            members[key] = info
+        if HEADER_KEY not in members:
+            raise ModelFileError(
+                path, f"is not a charrnn model file (it has no {HEADER_KEY} entry)"
+            )
+        arrays = {}
+        for key, info in members.items():
+            try:
+                arrays[key] = _read_npy(zf, info)
+            except _UnsafeEntry as exc:
+                raise ModelFileError(
+                    path, f"entry {key!r} could not be read safely ({exc})"
+                ) from exc
+            except _READ_ERRORS as exc:
+                raise ModelFileError(
+                    path, f"is truncated or corrupt (entry {key!r}: {_one_line(exc)})"
+                ) from exc
+    header = _parse_header(arrays.pop(HEADER_KEY), path)
+    return header, arrays
+
+
+def _parse_header(raw: np.ndarray, path: Path) -> dict[str, Any]:
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ValueError(f"{where} is not a charrnn model file (malformed {HEADER_KEY} entry)")
+        raise ModelFileError(path, f"is not a charrnn model file (malformed {HEADER_KEY} entry)")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{where} has a corrupt header: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(path, f"has a corrupt header: {_one_line(exc)}") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise ValueError(f"{where} is not a charrnn model file (header format is not charrnn)")
+        raise ModelFileError(path, "is not a charrnn model file (header format is not charrnn)")
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{where} has a corrupt header: format_version={version!r}")
+        raise ModelFileError(path, f"has a corrupt header: format_version={version!r}")
     if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{where} was written by a newer charrnn (file format version {version}; this "
-            f"version reads up to {FORMAT_VERSION}); upgrade charrnn to load it"
+        raise ModelFileError(
+            path,
+            f"was written by a newer charrnn (file format version {version}; this version "
+            f"reads up to {FORMAT_VERSION}); upgrade charrnn to load it",
         )
     return header
 
@@ -293,55 +392,166 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
 
     Raises
     ------
-    ValueError
+    ModelFileError
         With a message naming ``path`` if it is missing, a directory, not an ``.npz`` archive,
         truncated or corrupt, lacks the charrnn header, comes from a newer format version, or
         contains pickled objects (which are refused without being unpickled).
     """
     path = Path(path)
-    where = f"model file {str(path)!r}"
     if not path.exists():
-        raise ValueError(f"{where} does not exist")
+        raise ModelFileError(path, "does not exist")
     if path.is_dir():
-        raise ValueError(f"{where} is a directory; expected a .npz file written by charrnn")
+        raise ModelFileError(path, "is a directory; expected a .npz file written by charrnn")
     # Only a zip archive can be a model file; anything else is refused before NumPy would
-    # treat it as a pickle (which allow_pickle=False refuses anyway, with advice to unpickle
-    # the file -- the wrong advice for a file from an unknown source).
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{where} is not a charrnn model file (not an .npz archive: truncated, corrupt or "
-            "another kind of file)"
-        )
+    # treat it as a pickle.
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).split(". If you trust")[0]
-        raise ValueError(f"{where} is not a readable charrnn model file ({reason})") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{where} is not a charrnn model file (a single .npy array, not .npz)")
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise ModelFileError(path, f"cannot be read ({_one_line(exc)})") from exc
+    if not is_zip:
+        raise ModelFileError(
+            path,
+            "is not a charrnn model file (not an .npz archive: truncated, corrupt or another "
+            "kind of file)",
+        )
+    # The one boundary: whatever a damaged archive makes zipfile, zlib or NumPy raise
+    # becomes a ModelFileError naming the file.
+    try:
+        return _read_archive(path)
+    except ModelFileError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ModelFileError(path, f"is truncated or corrupt ({_one_line(exc)})") from exc
 
-    with loaded as npz:
-        header = _read_header(npz, where)
-        arrays = {key: _read_member(npz, key, where) for key in npz.files if key != HEADER_KEY}
-    return header, arrays
+
+# What building an estimator from a damaged (but readable) header can raise: a missing key,
+# a value of the wrong type or out of range (bit generator states, vocabularies, labels).
+_BUILD_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
-def load(path: str | os.PathLike):
-    """Load a model saved by ``save`` (a generator or a classifier).
+def check_network(
+    header: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    config_class: type,
+    shapes_of: Callable[[Any], dict[str, tuple[int, ...]]],
+    prefix: str = "param/",
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Check a saved network's configuration against its weights; build the configuration.
 
-    Nothing in the file is executed: arrays are read with ``allow_pickle=False`` and the
-    header is JSON.
+    Parameters
+    ----------
+    header : mapping
+        Holds ``"config"``, the configuration's fields.
+    arrays : mapping of str to ndarray
+        The file's arrays; the weights are those named ``prefix + name``.
+    config_class : type
+        :class:`~charrnn.engine.network.NetworkConfig` or
+        :class:`~charrnn.engine.seqclf.SeqClfConfig` (anything with ``field_problems``).
+    shapes_of : callable
+        ``config -> {name: shape}``, the module's ``param_shapes``.
+    prefix : str
+
+    Returns
+    -------
+    config
+    params : dict of str to ndarray
+        Every weight the configuration has, with its shape and dtype, all finite (copies).
 
     Raises
     ------
     ValueError
+        If the configuration is invalid, a weight is missing, extra, of another shape or
+        dtype, or not finite. Nothing the size of the configuration is allocated before
+        its sizes have been checked against the arrays actually in the file.
+    """
+    fields = header.get("config")
+    problems = config_class.field_problems(fields)
+    if problems:
+        raise ValueError(f"has an invalid network configuration: {'; '.join(problems)}")
+    stored = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+    # every layer has weights of its own, so a layer count beyond the stored arrays is corrupt
+    # (and would make listing the expected shapes take forever)
+    if fields["num_layers"] > len(stored):
+        raise ValueError(
+            f"has num_layers={fields['num_layers']} in its configuration but only "
+            f"{len(stored)} weight arrays"
+        )
+    config = config_class(**fields)
+    expected = shapes_of(config)
+    dtype = np.dtype(config.dtype)
+    params = {}
+    for name, shape in expected.items():
+        arr = stored.get(name)
+        if arr is None:
+            raise ValueError(f"is missing weight {name!r} (shape {shape})")
+        if arr.shape != shape or arr.dtype != dtype:
+            raise ValueError(
+                f"has weight {name!r} of shape {arr.shape} {arr.dtype}; its configuration "
+                f"says {shape} {dtype}"
+            )
+        params[name] = np.array(arr)
+    if extra := sorted(stored.keys() - expected.keys()):
+        raise ValueError(f"has weights its configuration does not have: {extra[:5]}")
+    return config, params
+
+
+def _check_finite(arrays: Mapping[str, np.ndarray]) -> None:
+    for key, arr in arrays.items():
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"has array {key!r} holding NaN or infinity")
+
+
+def load(path: str | os.PathLike):
+    """Load a model saved by ``save``: a generator, classifier, regressor or forecaster.
+
+    Nothing in the file is executed: arrays are read with ``allow_pickle=False`` and the
+    header is JSON. Every array must be finite and have the shape and dtype the header
+    gives it, and the estimator's parameters must pass its own checks.
+
+    Raises
+    ------
+    ModelFileError
         For a missing, truncated, foreign or newer-format file, or one whose arrays do not
-        match its own header.
+        match its own header. It is a ``ValueError``.
+    """
+    return _build(path, *load_arrays(path))
+
+
+def _build(path, header: dict[str, Any], arrays: dict[str, np.ndarray]):
+    """The estimator a file's header and arrays describe, or a ModelFileError."""
+    kind = header.get("estimator")
+    if not isinstance(kind, str) or kind not in ESTIMATOR_MODULES:
+        raise ModelFileError(path, f"names an unknown estimator {kind!r} in its header")
+    # imported here, not at the top: the estimator modules import this one to save
+    cls = getattr(importlib.import_module(ESTIMATOR_MODULES[kind]), kind)
+    # The one boundary for building: a header that reads as JSON but describes no valid model
+    # becomes a ModelFileError naming the file, whichever check found it.
+    try:
+        _check_finite(arrays)
+        est = cls._from_saved(header, arrays, path)
+    except ModelFileError:
+        raise
+    except _BUILD_ERRORS as exc:
+        problem = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        if not problem.startswith(("has ", "is ")):
+            problem = f"has an incomplete or invalid header ({problem})"
+        raise ModelFileError(path, " ".join(problem.split())) from exc
+    return est
+
+
+def load_as(path: str | os.PathLike, cls: type):
+    """:func:`load`, refusing a file that holds another kind of estimator than ``cls``.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load`, or naming the estimator the file holds.
     """
     header, arrays = load_arrays(path)
     kind = header.get("estimator")
-    if kind not in ESTIMATOR_MODULES:
-        raise ValueError(f"{path}: unknown estimator {kind!r} in the model header")
-    # imported here, not at the top: the estimator modules import this one to save
-    cls = getattr(importlib.import_module(ESTIMATOR_MODULES[kind]), kind)
-    return cls._from_saved(header, arrays, path)
+    if kind != cls.__name__ and isinstance(kind, str) and kind in ESTIMATOR_MODULES:
+        raise ModelFileError(path, f"holds a {kind}, not a {cls.__name__}")
+    est = _build(path, header, arrays)
+    if not isinstance(est, cls):
+        raise ModelFileError(path, f"holds a {type(est).__name__}, not a {cls.__name__}")
+    return est

@@ -388,3 +388,13 @@ def test_big_file_not_utf8_names_the_offset(tmp_path, streamed):
     assert f"byte offset {len(tiny_text().encode()) + 3}" in line and "--errors replace" in line
     run("train", path, "--errors", "replace", "--max-iter", "1", *TINY)
     assert "\ufffd" in load(tmp_path / "models" / "latin.npz").vocab_.chars
+
+
+def test_ctrl_c_during_the_final_evaluation_is_a_clean_message(corpus, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train, "final_validation_loss", interrupted)
+    result = run("train", corpus, "--model", "m.npz", "--max-iter", "1", *TINY, code=130)
+    assert "Interrupted during the final evaluation; m.npz is saved" in result.output
+    assert load("m.npz").n_iter_ == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import warnings
@@ -16,7 +17,8 @@ from charrnn.cli.options import estimator_options
 from charrnn.data.series import SERIES, load_series, read_csv_column
 from charrnn.estimators.forecaster import RNNForecaster
 from charrnn.estimators.regressor import RNNRegressor
-from charrnn.io import atomic_write
+from charrnn.io import atomic_write, check_writable
+from charrnn.locks import model_lock
 
 __all__ = ["FORECAST_DEFAULTS", "forecast", "plot_forecast"]
 
@@ -149,6 +151,21 @@ def forecast(
     The model reads the last --window values and forecasts the next --horizon; the last
     validation_fraction of the windows stops training early.
     """
+    with contextlib.ExitStack() as held:
+        if save_path is not None:
+            with library_errors():
+                check_writable(save_path)
+                # the file is written by this run alone, from before training to the save
+                held.enter_context(model_lock(save_path))
+        _forecast(
+            source, column, window, horizon, season, baseline, output, plot, save_path,
+            coverage, hyper,
+        )  # fmt: skip
+
+
+def _forecast(
+    source, column, window, horizon, season, baseline, output, plot, save_path, coverage, hyper
+) -> None:
     with library_errors():
         values, own_season, label = read_series(source, column)
         season = season or own_season or 12

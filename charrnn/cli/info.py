@@ -82,7 +82,7 @@ def describe_model(gen: CharRNNGenerator, path: Path) -> str:
         loss = -best
         lines.append(
             f"best validation loss: {loss:.4f} nats/char ({loss / _LN2:.4f} bits/char, "
-            f"perplexity {math.exp(loss):.3f})"
+            f"perplexity {math.exp(min(loss, 700.0)):.3f})"  # exp overflows past ~709
         )
     else:
         lines.append("best validation loss: none (no validation)")

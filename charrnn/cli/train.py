@@ -1,7 +1,8 @@
 """``charrnn train``: fit a CharRNNGenerator on a corpus, saving as it goes.
 
 The command checks everything it can before the first step (the corpus reads and is long
-enough, the model path is writable, the disk has room), then trains with a progress bar, saves
+enough, the model path is writable and no other run holds its lock, the memory and the disk
+have room), then trains with a progress bar, saves
 the model atomically at every pass end and when training stops (finished, time budget, early
 stopping, Ctrl-C or SIGTERM), and never writes weights that are not finite. A file larger than
 ``STREAM_OVER_BYTES`` is never read into memory: it is read in blocks and trained on from a
@@ -10,6 +11,7 @@ memory-mapped id cache written next to it (:class:`charrnn.data.textfile.TextCor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
 import shutil
@@ -40,6 +42,7 @@ from charrnn.engine.training import StopFlag
 from charrnn.estimators.evaluation import final_validation_loss
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import check_writable
+from charrnn.locks import model_lock
 
 __all__ = ["TRAIN_DEFAULTS", "train"]
 
@@ -106,12 +109,24 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
 
     A named corpus is built on first use. The model is saved at the end of every pass over
     the text and when training stops; Ctrl-C stops after the current step, saves, and prints
-    the command that resumes.
+    the command that resumes. While it runs, the model is locked (MODEL.lock): a second run
+    on the same --model is refused.
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; give one")
     corpus = read_corpus(corpus_source, encoding, errors, stream_over=STREAM_OVER_BYTES)
     model = model if model is not None else models_dir() / f"{corpus.label}.npz"
+    with contextlib.ExitStack() as held:
+        with library_errors():
+            check_writable(model, make_parents=True)
+            # held from before the model file is read until the last save: a second run on
+            # the same file stops here, naming this one's process
+            held.enter_context(model_lock(model))
+        _train(ctx, corpus, model, resume, overwrite, encoding, errors, hyper)
+
+
+def _train(ctx, corpus, model, resume, overwrite, encoding, errors, hyper) -> None:
+    """The run, while the model's lock is held."""
     if resume:
         gen = _prepare_resume(ctx, model, corpus, hyper)
     else:
@@ -123,7 +138,8 @@ def train(ctx, corpus_source, model, resume, overwrite, encoding, errors, **hype
         gen = CharRNNGenerator(**hyper)
         _check_length(corpus, gen)
     with library_errors():
-        check_writable(model, make_parents=True)
+        # first: a model too large for the memory would also be too large for the disk
+        gen.check_memory(corpus.data)
         _check_disk_space(model, gen, corpus)
     if corpus.stream is not None:
         # build (or find) the id cache now, so the time it takes is not shown as training
@@ -216,7 +232,7 @@ def _check_length(corpus: CorpusText, gen: CharRNNGenerator) -> None:
 def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: CorpusText) -> None:
     """Report a disk too full for the model file now, not after hours of training."""
     if hasattr(gen, "params_"):
-        params = gen.params_
+        n_bytes = sum(p.nbytes for p in gen.params_.values())
     else:
         vocab_size = corpus.n_distinct + 2  # + end-of-document and unknown symbols
         config = network.NetworkConfig(
@@ -228,8 +244,9 @@ def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: CorpusText) ->
             dropout=float(gen.dropout),
             dtype=gen.dtype,
         )
-        params = network.init_params(config, np.random.default_rng(0))
-    n_bytes = sum(p.nbytes for p in params.values())
+        # the shapes only: the weights themselves are made by fit, once the memory is checked
+        n_items = sum(math.prod(s) for s in network.param_shapes(config).values())
+        n_bytes = n_items * np.dtype(gen.dtype).itemsize
     # weights + up to two optimiser buffers + the best-validation copy, plus a margin; the old
     # file stays until the new one is complete, so all of it must fit in the free space.
     needed = 4 * n_bytes + (1 << 20)
@@ -397,17 +414,22 @@ def _finish(ctx, run: _TrainingRun, corpus: CorpusText, encoding: str, errors: s
         f"Stopped: {_describe_stop(gen)}; {gen.n_chars_seen_:,} characters seen in "
         f"{tqdm.format_interval(elapsed)}. Model saved to {model}"
     )
-    with library_errors():
-        label, loss = "validation loss", final_validation_loss(gen, corpus.data)
-        if loss is None:
-            label, loss = "training loss (no validation split)", _last_training_loss(gen)
-        sample = gen.sample(
-            1,
-            FINAL_SAMPLE_LENGTH,
-            temperature=SAMPLE_TEMPERATURE,
-            random_state=run.sample_rng,
-            stop_at_end=False,
-        )[0]
+    try:
+        with library_errors():
+            label, loss = "validation loss", final_validation_loss(gen, corpus.data)
+            if loss is None:
+                label, loss = "training loss (no validation split)", _last_training_loss(gen)
+            sample = gen.sample(
+                1,
+                FINAL_SAMPLE_LENGTH,
+                temperature=SAMPLE_TEMPERATURE,
+                random_state=run.sample_rng,
+                stop_at_end=False,
+            )[0]
+    except KeyboardInterrupt:
+        # the model is already saved: Ctrl-C here only skips the report
+        click.echo(f"\nInterrupted during the final evaluation; {model} is saved.", err=True)
+        ctx.exit(128 + int(signal.SIGINT))
     click.echo(f"{label}: {loss:.4f} nats/char ({loss / math.log(2):.4f} bits/char)")
     click.echo(f"sample ({FINAL_SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}):")
     click.echo(sample)

@@ -74,6 +74,9 @@ class RNNCell:
     n_gates = 1
     n_states = 1
     extra_params: tuple[str, ...] = ()
+    #: (T, B, H)-sized scratch arrays that forward caches and backward writes: states, dxw
+    #: (what charrnn.engine.memory counts; tests/test_memory.py checks it against a workspace)
+    scratch_per_unit = 2
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:
@@ -173,6 +176,8 @@ class LSTMCell:
     n_gates = 4
     n_states = 2
     extra_params: tuple[str, ...] = ()
+    #: (T, B, H)-sized scratch: hidden and cell states, four gates, tanh(c), four dxw
+    scratch_per_unit = 11
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:
@@ -398,6 +403,9 @@ class GRUCell:
     n_gates = 3
     n_states = 1
     extra_params: tuple[str, ...] = ("bhn",)
+    #: (T, B, H)-sized scratch: states, r and z, n, h @ Wh_n, four backward temporaries, three
+    #: dxw and three dhw
+    scratch_per_unit = 15
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:

@@ -24,7 +24,8 @@ and its gradient a scatter-add; no one-hot matrix is ever built on the forward p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
@@ -37,6 +38,27 @@ DTYPES = ("float32", "float64")
 def _is_count(value) -> bool:
     """Whether ``value`` is an integer >= 1 (NumPy integers too, bools not)."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number (int or float, NumPy's too; bools not)."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def unknown_fields(cls, values) -> list[str]:
+    """Problems with the field names of ``values`` for dataclass ``cls`` (missing or unknown)."""
+    if not isinstance(values, Mapping):
+        return [f"{cls.__name__} fields must be a mapping, got {type(values).__name__}"]
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    problems = []
+    if unknown := sorted(map(str, values.keys() - names)):
+        problems.append(f"{cls.__name__} has no field(s) {unknown}")
+    if missing := sorted(required - values.keys()):
+        problems.append(f"{cls.__name__} needs field(s) {missing}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -69,16 +91,37 @@ class NetworkConfig:
 
     def __post_init__(self):
         # Assertions for programming errors: the estimators check what users pass against
-        # their parameter table (charrnn.estimators.params) before building a config.
-        assert self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"
+        # their parameter table (charrnn.estimators.params) before building a config; a
+        # model file's config is checked with field_problems before it gets here.
+        problems = self.field_problems(asdict(self))
+        assert not problems, "; ".join(problems)
+
+    @classmethod
+    def field_problems(cls, values: Mapping) -> list[str]:
+        """What is wrong with ``values`` as this class's fields (empty when nothing is).
+
+        The one statement of what a configuration accepts: ``__post_init__`` asserts it, and
+        :mod:`charrnn.io` calls it on a model file's header before building a config, so a
+        corrupt file is refused with a message (assertions vanish under ``python -O``).
+        """
+        problems = unknown_fields(cls, values)
+        if problems:
+            return problems
+        v = {f.name: f.default for f in fields(cls) if f.default is not MISSING} | dict(values)
+        if not (isinstance(v["cell"], str) and v["cell"] in CELLS):
+            problems.append(f"cell must be one of {sorted(CELLS)}, got {v['cell']!r}")
         for name in ("vocab_size", "hidden_size", "num_layers"):
-            value = getattr(self, name)
-            assert _is_count(value), f"{name} must be a positive integer, got {value!r}"
-        assert self.embedding_dim is None or _is_count(self.embedding_dim), (
-            f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
-        )
-        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
-        assert self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
+            if not _is_count(v[name]):
+                problems.append(f"{name} must be a positive integer, got {v[name]!r}")
+        if not (v["embedding_dim"] is None or _is_count(v["embedding_dim"])):
+            problems.append(
+                f"embedding_dim must be a positive integer or None, got {v['embedding_dim']!r}"
+            )
+        if not (is_real(v["dropout"]) and 0.0 <= v["dropout"] < 1.0):
+            problems.append(f"dropout must be in [0, 1), got {v['dropout']!r}")
+        if not (isinstance(v["dtype"], str) and v["dtype"] in DTYPES):
+            problems.append(f"dtype must be one of {DTYPES}, got {v['dtype']!r}")
+        return problems
 
     @property
     def cell_class(self):
@@ -99,6 +142,25 @@ def glorot(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -> np.nda
     """A (fan_in, fan_out) Glorot-uniform matrix: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
+
+
+def param_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter :func:`init_params` makes, without allocating.
+
+    What a model file's arrays are checked against and what memory estimates count; a test
+    keeps it equal to ``init_params``'s shapes.
+    """
+    V, H, G = config.vocab_size, config.hidden_size, config.cell_class.n_gates
+    shapes: dict[str, tuple[int, ...]] = {}
+    if config.embedding_dim is not None:
+        shapes["embed"] = (V, config.embedding_dim)
+    for k in range(config.num_layers):
+        d_in = H if k > 0 else (config.embedding_dim or V)
+        shapes |= {f"l{k}.Wx": (d_in, G * H), f"l{k}.Wh": (H, G * H), f"l{k}.b": (G * H,)}
+        if config.cell == "gru":
+            shapes[f"l{k}.bhn"] = (H,)
+    shapes |= {"Why": (H, V), "by": (V,)}
+    return shapes
 
 
 def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:

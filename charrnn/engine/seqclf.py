@@ -57,18 +57,33 @@ these heads.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
 from charrnn.engine.cells import CELLS
-from charrnn.engine.network import DTYPES, glorot, log_softmax, orthogonal, scatter_rows
+from charrnn.engine.network import (
+    DTYPES,
+    glorot,
+    is_real,
+    log_softmax,
+    orthogonal,
+    scatter_rows,
+    unknown_fields,
+)
 
 POOLINGS = ("last", "mean", "max")
 #: how the head's outputs are scored: class logits by softmax cross-entropy, real values by
 #: half the mean squared error (scikit-learn's MLPRegressor's loss)
 LOSSES = ("cross_entropy", "squared_error")
 DIRECTIONS = ("fwd", "bwd")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 # Ids whose input vector starts at zero: padding/empty text and characters unseen in training.
 _NEUTRAL_IDS = (0, 1)
 
@@ -127,39 +142,68 @@ class SeqClfConfig:
 
     def __post_init__(self):
         # Assertions for programming errors: the estimators check what users pass against
-        # their parameter tables (charrnn.estimators.params) before building a config.
-        assert self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"
-        assert self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"
+        # their parameter tables (charrnn.estimators.params) before building a config; a
+        # model file's config is checked with field_problems before it gets here.
+        problems = self.field_problems(asdict(self))
+        assert not problems, "; ".join(problems)
+
+    @classmethod
+    def field_problems(cls, values: Mapping) -> list[str]:
+        """What is wrong with ``values`` as this class's fields (empty when nothing is).
+
+        As :meth:`charrnn.engine.network.NetworkConfig.field_problems`: asserted by
+        ``__post_init__``, called by :mod:`charrnn.io` on a model file's header.
+        """
+        problems = unknown_fields(cls, values)
+        if problems:
+            return problems
+        v = {f.name: f.default for f in fields(cls) if f.default is not MISSING} | dict(values)
+        if not (isinstance(v["cell"], str) and v["cell"] in CELLS):
+            problems.append(f"cell must be one of {sorted(CELLS)}, got {v['cell']!r}")
+        if not (isinstance(v["loss"], str) and v["loss"] in LOSSES):
+            return [*problems, f"loss must be one of {LOSSES}, got {v['loss']!r}"]
+        float_input = v["input_size"] is not None
         lows = (
-            ("vocab_size", 0 if self.input_size is not None else 1),
-            ("n_classes", 2 if self.loss == "cross_entropy" else 1),
+            ("vocab_size", 0 if float_input else 1),
+            ("n_classes", 2 if v["loss"] == "cross_entropy" else 1),
             ("hidden_size", 1),
             ("num_layers", 1),
         )
-        if self.input_size is not None:
+        if float_input:
             lows += (("input_size", 1),)
         for name, low in lows:
-            value = getattr(self, name)
-            assert isinstance(value, int | np.integer) and value >= low, (
-                f"{name} must be an integer >= {low}, got {value!r}"
+            value = v[name]
+            if not (_is_int(value) and value >= low):
+                problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (
+            v["embedding_dim"] is None or (_is_int(v["embedding_dim"]) and v["embedding_dim"] >= 1)
+        ):
+            problems.append(
+                f"embedding_dim must be a positive integer or None, got {v['embedding_dim']!r}"
             )
-        assert self.embedding_dim is None or (
-            isinstance(self.embedding_dim, int | np.integer) and self.embedding_dim >= 1
-        ), f"embedding_dim must be a positive integer or None, got {self.embedding_dim!r}"
-        assert self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"
-        assert 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
-        assert self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
-        assert self.aux_lm_weight >= 0.0, f"aux_lm_weight must be >= 0, got {self.aux_lm_weight!r}"
+        if not isinstance(v["bidirectional"], bool | np.bool_):
+            problems.append(f"bidirectional must be a bool, got {v['bidirectional']!r}")
+        if not (isinstance(v["pooling"], str) and v["pooling"] in POOLINGS):
+            problems.append(f"pooling must be one of {POOLINGS}, got {v['pooling']!r}")
+        if not (is_real(v["dropout"]) and 0.0 <= v["dropout"] < 1.0):
+            problems.append(f"dropout must be in [0, 1), got {v['dropout']!r}")
+        if not (isinstance(v["dtype"], str) and v["dtype"] in DTYPES):
+            problems.append(f"dtype must be one of {DTYPES}, got {v['dtype']!r}")
+        aux = v["aux_lm_weight"]
+        if not (is_real(aux) and 0.0 <= aux < np.inf):
+            problems.append(f"aux_lm_weight must be >= 0, got {aux!r}")
         # both are about symbols: an embedding table, a next-symbol prediction
-        assert self.input_size is None or (self.embedding_dim is None and not self.aux_lm_weight), (
-            "float input (input_size) takes no embedding_dim or aux_lm_weight"
-        )
-        assert isinstance(self.skip_size, int | np.integer) and self.skip_size >= 0, (
-            f"skip_size must be an integer >= 0, got {self.skip_size!r}"
-        )
-        assert not self.skip_size or (
-            self.input_size is not None and self.skip_size % self.input_size == 0
-        ), "skip_size needs float input (input_size) and must be a multiple of it"
+        elif float_input and (v["embedding_dim"] is not None or aux):
+            problems.append("float input (input_size) takes no embedding_dim or aux_lm_weight")
+        skip = v["skip_size"]
+        if not (_is_int(skip) and skip >= 0):
+            problems.append(f"skip_size must be an integer >= 0, got {skip!r}")
+        elif skip and not (
+            float_input and _is_int(v["input_size"]) and v["input_size"] >= 1
+            and skip % v["input_size"] == 0
+        ):  # fmt: skip
+            problems.append("skip_size needs float input (input_size) and must be a multiple of it")
+        return problems
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -172,6 +216,28 @@ class SeqClfConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def param_shapes(config: SeqClfConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter :func:`init_params` makes, without allocating."""
+    V, H, G = config.vocab_size, config.hidden_size, CELLS[config.cell].n_gates
+    shapes: dict[str, tuple[int, ...]] = {}
+    if config.embedding_dim is not None:
+        shapes["embed"] = (V, config.embedding_dim)
+    for k in range(config.num_layers):
+        d_in = config.feature_size if k > 0 else (config.input_size or config.embedding_dim or V)
+        for d in config.directions:
+            shapes |= {f"l{k}.{d}.Wx": (d_in, G * H), f"l{k}.{d}.Wh": (H, G * H)}
+            shapes[f"l{k}.{d}.b"] = (G * H,)
+            if config.cell == "gru":
+                shapes[f"l{k}.{d}.bhn"] = (H,)
+    if config.aux_lm_weight > 0:
+        for d in config.directions:
+            shapes |= {f"lm.{d}.W": (H, V), f"lm.{d}.b": (V,)}
+    shapes |= {"Wout": (config.feature_size, config.n_classes), "bout": (config.n_classes,)}
+    if config.skip_size:
+        shapes["Wskip"] = (config.skip_size, config.n_classes)
+    return shapes
 
 
 def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -189,6 +189,50 @@ class Trainer:
             arrays.update({f"best/{k}": v for k, v in self.best_params.items()})
         return arrays
 
+    @staticmethod
+    def state_header_problems(header) -> list[str]:
+        """What is wrong with ``header`` as :meth:`state_header` output (empty when nothing is).
+
+        A model file's training state is checked with this when it is read, so that a
+        corrupt one is refused then rather than when a resume starts. Headers of charrnn 0.1.0
+        (``best_val_loss``, ``epoch_chunks``) pass.
+        """
+        if not isinstance(header, dict):
+            return [f"training state is not a dict ({type(header).__name__})"]
+
+        def count(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        def real(v):
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        rules = {
+            "epoch": count,
+            "chunk": count,
+            "step": count,
+            "chars_seen": count,
+            "evals_without_improvement": count,
+            "elapsed": lambda v: real(v) and v >= 0,
+            "epoch_loss_sum": real,
+            "rng": lambda v: isinstance(v, dict),
+            "schedule": lambda v: isinstance(v, dict),
+        }
+        optional = {
+            "best_score": lambda v: v is None or real(v),
+            "best_val_loss": lambda v: v is None or real(v),
+            "best_train_loss": lambda v: v is None or real(v),
+            "passes_without_improvement": count,
+            "epoch_weight": lambda v: real(v) and v >= 0,
+            "epoch_chunks": count,
+        }
+        problems = [f"training state lacks {k!r}" for k in rules if k not in header]
+        if "epoch_weight" not in header and "epoch_chunks" not in header:
+            problems.append("training state lacks 'epoch_weight'")
+        for key, ok in (rules | optional).items():
+            if key in header and not ok(header[key]):
+                problems.append(f"training state has {key}={header[key]!r:.60}")
+        return problems
+
     def load_state(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`state_header` and :meth:`state_arrays` exported.
 

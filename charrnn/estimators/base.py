@@ -16,6 +16,7 @@ are checked, how a new model is built from them, which training task they become
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 
 import numpy as np
@@ -23,9 +24,11 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
 from charrnn.engine.cells import CELLS
-from charrnn.engine.network import DTYPES
+from charrnn.engine.memory import MemoryEstimate, estimate_for
+from charrnn.engine.network import DTYPES, NetworkConfig
 from charrnn.engine.optim import OPTIMIZERS, SCHEDULES, LRSchedule, make_optimizer
 from charrnn.engine.training import DivergedError, StopFlag, Trainer, graceful_interrupts
+from charrnn.estimators.memory import check_training_memory
 from charrnn.estimators.params import (
     Boolean,
     Custom,
@@ -38,8 +41,9 @@ from charrnn.estimators.params import (
     options,
     validate_params,
 )
+from charrnn.parallel import planned_groups
 
-__all__ = ["SHARED_PARAMETERS", "RecurrentEstimator"]
+__all__ = ["SHARED_PARAMETERS", "RecurrentEstimator", "check_saved_history"]
 
 
 def _check_verbose(name, value):
@@ -109,6 +113,74 @@ FITTED_HISTORY = (
     "stop_reason_",
     "diverged_",
 )
+
+
+def _real(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _real_list(x) -> bool:
+    return isinstance(x, list) and all(v is None or _real(v) for v in x)
+
+
+def config_is_lm(config) -> bool:
+    """Whether ``config`` is the language model's (trained on parallel stream groups)."""
+    return isinstance(config, NetworkConfig)
+
+
+# What each saved fitted attribute may hold (None is allowed where a run may lack it).
+_FITTED_RULES = {
+    "n_iter_": (_count, "an integer >= 0"),
+    "n_chars_seen_": (_count, "an integer >= 0"),
+    "loss_curve_": (lambda v: v is None or _real_list(v), "a list of numbers"),
+    "validation_scores_": (lambda v: v is None or _real_list(v), "None or a list of numbers"),
+    "best_validation_score_": (lambda v: v is None or _real(v), "None or a number"),
+    "best_iteration_": (lambda v: v is None or _count(v), "None or an integer >= 0"),
+    "stop_reason_": (lambda v: v is None or isinstance(v, str), "a string"),
+    "diverged_": (lambda v: v is None or isinstance(v, bool), "a bool"),
+}
+# The fields of a history record that are numbers (or None): what `charrnn info` prints.
+_RECORD_NUMBERS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_score",
+    "chars_seen",
+    "elapsed",
+    "grad_norm_mean",
+    "grad_norm_max",
+)
+
+
+def check_saved_history(fitted) -> None:
+    """Raise ValueError unless ``fitted`` (a model file's saved fitted attributes) is well formed.
+
+    Parameters
+    ----------
+    fitted : dict
+        ``{name: value}`` for the names of :data:`FITTED_HISTORY`, as read from JSON.
+    """
+    if not isinstance(fitted, dict):
+        raise ValueError(f"has fitted attributes that are not a dict ({type(fitted).__name__})")
+    for name, (ok, what) in _FITTED_RULES.items():
+        if name in fitted and not ok(fitted[name]):
+            raise ValueError(f"has fitted attribute {name}={fitted[name]!r:.60}; expected {what}")
+    history = fitted.get("history_")
+    if history is None:
+        return
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise ValueError("has a training history that is not a list of records")
+    for rec in history:
+        if "epoch" not in rec:
+            raise ValueError("has a history record without its pass number ('epoch')")
+        for key in _RECORD_NUMBERS:
+            if rec.get(key) is not None and not _real(rec[key]):
+                raise ValueError(f"has a history record with {key}={rec[key]!r:.40}")
+
 
 # Shared docstring text: what every estimator's training does, in numpydoc form.
 TRAINING_NOTES = """
@@ -188,6 +260,15 @@ class RecurrentEstimator(BaseEstimator):
         """Build a new model for ``data``: ``params_``, ``config_`` and what predicting needs."""
         raise NotImplementedError
 
+    def _training_shape(self, data) -> tuple[object, int, dict[str, int]]:
+        """The network ``fit(data)`` trains, built without allocating it, and its batch's sizes.
+
+        Returns ``(config, steps, sizes)``: a ``NetworkConfig`` or ``SeqClfConfig``, the time
+        steps of one training sequence, and the parameters and data sizes that set the memory
+        a run needs, named for the user (hidden_size, num_layers, batch_size, seq_length, ...).
+        """
+        raise NotImplementedError
+
     def _check_warm_start(self, data) -> None:
         """Raise ValueError if ``data`` cannot continue the fitted model (e.g. unseen labels)."""
 
@@ -208,6 +289,41 @@ class RecurrentEstimator(BaseEstimator):
 
     def _after_training(self, trainer: Trainer) -> None:
         """Called once training has stopped, before the final weights are settled."""
+
+    def _memory_estimate(self, data) -> tuple[MemoryEstimate, dict[str, int]]:
+        config, steps, sizes = self._training_shape(data)
+        keep_best = bool(self.early_stopping) and self.validation_fraction > 0
+        estimate = estimate_for(
+            config,
+            batch_size=int(sizes["batch_size"]),
+            steps=int(steps),
+            optimizer_slots=len(OPTIMIZERS[self.optimizer].slots),
+            keep_best=keep_best,
+            n_groups=planned_groups(int(sizes["batch_size"])) if config_is_lm(config) else 1,
+        )
+        return estimate, sizes
+
+    def check_memory(self, X, y=None) -> MemoryEstimate:
+        """Estimate the memory ``fit(X, y)`` needs; raise if the machine does not have it.
+
+        ``fit`` runs the same check before allocating anything. The estimate counts weights,
+        gradients, optimiser state, the best-weights copy, the activations of one batch and
+        the parallel workers' copies (:mod:`charrnn.engine.memory`).
+
+        Returns
+        -------
+        MemoryEstimate
+            Bytes by part; ``.total`` is the sum.
+
+        Raises
+        ------
+        InsufficientMemoryError
+            A ``ValueError`` naming the parameters, the estimate and the available memory.
+        """
+        self._validate_params()
+        estimate, sizes = self._memory_estimate(self._check_training_data(X, y))
+        check_training_memory(estimate, sizes, type(self).__name__)
+        return estimate
 
     def initialize(self, X, y=None):
         """Build the model that ``fit`` would start from, without training it. Returns self.
@@ -247,6 +363,9 @@ class RecurrentEstimator(BaseEstimator):
         """
         self._validate_params()
         data = self._check_training_data(X, y, **data_kwargs)
+        # before any weight or batch is allocated: a configuration the machine cannot hold is
+        # refused with the sizes that make it too large, not a MemoryError halfway through
+        check_training_memory(*self._memory_estimate(data), type(self).__name__)
         fitted = hasattr(self, "params_")
         resuming = bool(resume) and getattr(self, "_training_state", None) is not None
         continuing = fitted and (resuming or incremental or self.warm_start)

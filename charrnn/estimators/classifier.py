@@ -19,19 +19,28 @@ from charrnn.engine import seqclf
 from charrnn.engine.averaging import WeightAverage
 from charrnn.engine.tasks import ClassificationTask
 from charrnn.estimators import transfer
-from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.estimators.base import (
+    FITTED_HISTORY,
+    SHARED_PARAMETERS,
+    RecurrentEstimator,
+    check_saved_history,
+)
 from charrnn.estimators.params import Boolean, Custom, Options, Param, Real
-from charrnn.io import load_arrays, save_arrays
+from charrnn.io import check_network, load_as, save_arrays
 
 __all__ = ["CharRNNClassifier", "load_classifier"]
 
 ESTIMATOR_NAME = "CharRNNClassifier"
 
 
+# dtype kinds of labels a model file can hold: str, signed and unsigned int, float, bool
+_LABEL_KINDS = "Uiufb"
+
+
 def _labels_to_json(classes: np.ndarray) -> tuple[list, str]:
     """``classes_`` as a JSON list plus its dtype; ValueError for labels JSON cannot hold."""
     kind = classes.dtype.kind
-    if kind in "Uiufb":
+    if kind in _LABEL_KINDS:
         return classes.tolist(), classes.dtype.str
     if kind == "O":
         values = []
@@ -340,10 +349,17 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         transfer.check_compatible(generators, self.cell, int(self.hidden_size), self.embedding_dim)
         self.classes_ = classes
         self.vocab_ = transfer.widen_vocab(CharVocab.fit(data["texts"]), generators)
-        self.config_ = seqclf.SeqClfConfig(
+        self.config_ = self._network_config(self.vocab_.size, len(classes))
+        self.params_ = seqclf.init_params(self.config_, rng)
+        transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
+        self._average = None
+        self.averaged_params_ = None
+
+    def _network_config(self, vocab_size: int, n_classes: int) -> seqclf.SeqClfConfig:
+        return seqclf.SeqClfConfig(
             cell=self.cell,
-            vocab_size=self.vocab_.size,
-            n_classes=len(classes),
+            vocab_size=vocab_size,
+            n_classes=n_classes,
             hidden_size=int(self.hidden_size),
             num_layers=int(self.num_layers),
             embedding_dim=None if self.embedding_dim is None else int(self.embedding_dim),
@@ -353,10 +369,21 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
             dtype=self.dtype,
             aux_lm_weight=float(self.aux_lm_weight),
         )
-        self.params_ = seqclf.init_params(self.config_, rng)
-        transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
-        self._average = None
-        self.averaged_params_ = None
+
+    def _training_shape(self, data):
+        texts = data["texts"]
+        classes = data["classes"] if data["classes"] is not None else np.unique(data["y"])
+        # the vocabulary of the texts (init_from may widen it by a few characters)
+        vocab_size = CharVocab.fit(texts).size
+        longest = max((len(t) for t in texts), default=0) + 1  # + the end-of-text symbol
+        sizes = {
+            "hidden_size": int(self.hidden_size),
+            "num_layers": int(self.num_layers),
+            "batch_size": min(int(self.batch_size), len(texts)),
+            "longest text": longest,
+        }
+        config = self._network_config(vocab_size, max(2, len(classes)))
+        return config, longest, sizes
 
     def _check_warm_start(self, data):
         classes = data["classes"]
@@ -495,17 +522,29 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         if header.get("estimator") != ESTIMATOR_NAME:
             raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
         est = cls(**header["params"])
-        est.config_ = seqclf.SeqClfConfig(**header["config"])
+        est._validate_params()  # the saved parameters pass the same checks as fit's
+        est.config_, est.params_ = check_network(
+            header, arrays, seqclf.SeqClfConfig, seqclf.param_shapes
+        )
         est.vocab_ = CharVocab.from_dict(header["vocab"])
         dtype = header["classes_dtype"]
+        if dtype != "object" and np.dtype(dtype).kind not in _LABEL_KINDS:
+            raise ValueError(f"has classes_dtype={dtype!r}; labels are str, int, float or bool")
         est.classes_ = np.array(header["classes"], dtype=object if dtype == "object" else dtype)
-        expected = seqclf.init_params(est.config_, np.random.default_rng(0))
-        est.params_ = {}
-        for k, ref in expected.items():
-            arr = arrays.get(f"param/{k}")
-            if arr is None or arr.shape != ref.shape:
-                raise ValueError(f"model file is missing parameter {k!r} or has the wrong shape")
-            est.params_[k] = arr.astype(ref.dtype, copy=True)
+        config = est.config_
+        if config.input_size is not None or config.loss != "cross_entropy":
+            raise ValueError("has a regressor's network configuration, not a classifier's")
+        if config.vocab_size != est.vocab_.size:
+            raise ValueError(
+                f"has a network for {config.vocab_size} symbols but a vocabulary of "
+                f"{est.vocab_.size}"
+            )
+        if est.classes_.shape != (config.n_classes,):
+            raise ValueError(
+                f"has {config.n_classes} outputs but classes of shape {est.classes_.shape}"
+            )
+        if "fitted" in header:
+            check_saved_history(header["fitted"])
         state = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
         est._optim_state = state or None
         est._training_state = None
@@ -533,9 +572,11 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
 
 
 def load_classifier(path) -> CharRNNClassifier:
-    """Load a classifier written by :meth:`CharRNNClassifier.save`."""
-    header, arrays = load_arrays(path)
-    try:
-        return CharRNNClassifier._from_saved(header, arrays)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"model file {str(path)!r} has a malformed header ({exc!r})") from exc
+    """Load a classifier written by :meth:`CharRNNClassifier.save`.
+
+    Raises
+    ------
+    charrnn.io.ModelFileError
+        For a file that cannot be read or holds another kind of model (a ValueError).
+    """
+    return load_as(path, CharRNNClassifier)

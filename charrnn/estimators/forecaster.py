@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from charrnn.data.windows import check_series, check_window_length, make_windows
 from charrnn.estimators.base import RecurrentEstimator
 from charrnn.estimators.regressor import RNNRegressor
-from charrnn.io import load_arrays, save_arrays
+from charrnn.io import load_as, save_arrays
 
 __all__ = ["BASELINES", "RNNForecaster", "load_forecaster", "seasonal_naive_scale"]
 
@@ -407,20 +407,43 @@ class RNNForecaster(BaseEstimator):
         )
         asked = header.get("regressor_params", reg.get_params())
         est = cls(RNNRegressor(**asked), **header["params"])
+        window, horizon = est._lengths()
         est.estimator_ = reg
         est.last_window_ = np.array(arrays["last_window"], dtype=np.float64)
-        est.n_series_ = est.last_window_.shape[1]
+        if est.last_window_.ndim != 2 or est.last_window_.shape[0] != window:
+            raise ValueError(
+                f"has a last window of shape {est.last_window_.shape}; expected ({window}, "
+                "n_series)"
+            )
+        est.n_series_ = n_series = est.last_window_.shape[1]
+        if (reg.n_inputs_, reg.n_features_in_) != (n_series, window) or (
+            reg.n_outputs_ != horizon * n_series
+        ):
+            raise ValueError(
+                f"has a regressor of {reg.n_inputs_} inputs, {reg.n_features_in_} steps and "
+                f"{reg.n_outputs_} outputs for {n_series} series, window={window} and "
+                f"horizon={horizon}"
+            )
         est.scale_ = np.array(arrays["scale"], dtype=np.float64)
+        if est.scale_.shape != (n_series,) or not np.all(est.scale_ > 0):
+            raise ValueError(f"has a scale of shape {est.scale_.shape} or values <= 0")
         est.refitted_ = bool(header.get("refitted", False))
         errors = arrays.get("validation_errors")
         est.validation_errors_ = None if errors is None else np.array(errors, dtype=np.float64)
+        if errors is not None and (errors.ndim != 3 or errors.shape[1:] != (horizon, n_series)):
+            raise ValueError(
+                f"has validation errors of shape {errors.shape}; expected (n, {horizon}, "
+                f"{n_series})"
+            )
         return est
 
 
 def load_forecaster(path) -> RNNForecaster:
-    """Load a forecaster written by :meth:`RNNForecaster.save`."""
-    header, arrays = load_arrays(path)
-    try:
-        return RNNForecaster._from_saved(header, arrays)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"model file {str(path)!r} has a malformed header ({exc!r})") from exc
+    """Load a forecaster written by :meth:`RNNForecaster.save`.
+
+    Raises
+    ------
+    charrnn.io.ModelFileError
+        For a file that cannot be read or holds another kind of model (a ValueError).
+    """
+    return load_as(path, RNNForecaster)

@@ -16,11 +16,18 @@ from charrnn.data.corpus import fingerprint_mismatch, text_fingerprint
 from charrnn.data.textfile import TextCorpus
 from charrnn.data.vocab import CharVocab
 from charrnn.engine import network
+from charrnn.engine.optim import LRSchedule
 from charrnn.engine.tasks import LanguageModelTask
-from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.engine.training import Trainer
+from charrnn.estimators.base import (
+    FITTED_HISTORY,
+    SHARED_PARAMETERS,
+    RecurrentEstimator,
+    check_saved_history,
+)
 from charrnn.estimators.params import Integer, Param, as_generator
 from charrnn.estimators.reading import TextReadingMixin
-from charrnn.io import check_writable, save_arrays
+from charrnn.io import check_network, check_writable, save_arrays
 from charrnn.parallel import scoring_threads
 
 # training_corpus_: {"source", "n_chars", "sha256"} of the text the last fit trained on, so a
@@ -295,16 +302,34 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
     def _initialise_model(self, data, rng):
         self.vocab_ = data.vocab() if isinstance(data, TextCorpus) else CharVocab.fit(data)
         self.classes_ = np.array(self.vocab_.symbols)
-        self.config_ = network.NetworkConfig(
+        self.config_ = self._network_config(self.vocab_.size)
+        self.params_ = network.init_params(self.config_, rng)
+
+    def _network_config(self, vocab_size: int) -> network.NetworkConfig:
+        return network.NetworkConfig(
             cell=self.cell,
-            vocab_size=self.vocab_.size,
+            vocab_size=vocab_size,
             hidden_size=self.hidden_size,
             num_layers=self.num_layers,
             embedding_dim=self.embedding_dim,
             dropout=float(self.dropout),
             dtype=self.dtype,
         )
-        self.params_ = network.init_params(self.config_, rng)
+
+    def _training_shape(self, data):
+        if hasattr(self, "params_"):
+            vocab_size = self.vocab_.size  # a continued fit keeps its vocabulary
+        else:
+            vocab = data.vocab() if isinstance(data, TextCorpus) else CharVocab.fit(data)
+            vocab_size = vocab.size
+        sizes = {
+            "hidden_size": int(self.hidden_size),
+            "num_layers": int(self.num_layers),
+            "batch_size": int(self.batch_size),
+            "seq_length": int(self.seq_length),
+            "vocabulary": vocab_size,
+        }
+        return self._network_config(vocab_size), int(self.seq_length), sizes
 
     def _record_training_data(self, data):
         current = text_fingerprint(data)
@@ -614,27 +639,40 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         save_arrays(path, header, arrays)
 
     @classmethod
-    def _from_saved(cls, header: dict, arrays: dict, path) -> CharRNNGenerator:
-        """Rebuild a fitted generator from :func:`charrnn.io.load_arrays` output."""
-        try:
-            est = cls(**header["params"])
-            est.vocab_ = CharVocab.from_dict(header["vocab"])
-            est.config_ = network.NetworkConfig(**header["config"])
-            fitted = header["fitted"]
-            train_rng_state = header["train_rng"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: the model header is incomplete or invalid ({exc})") from None
-        expected = network.init_params(est.config_, np.random.default_rng(0))
-        params = {}
-        for name, ref in expected.items():
-            arr = arrays.get(f"param/{name}")
-            if arr is None or arr.shape != ref.shape or arr.dtype != ref.dtype:
-                got = None if arr is None else (arr.shape, str(arr.dtype))
-                raise ValueError(
-                    f"{path}: weight {name!r} is missing or malformed "
-                    f"(expected {ref.shape} {ref.dtype}, found {got})"
-                )
-            params[name] = np.array(arr)
+    def _from_saved(cls, header: dict, arrays: dict, path=None) -> CharRNNGenerator:
+        """Rebuild a fitted generator from :func:`charrnn.io.load_arrays` output.
+
+        Raises ValueError (KeyError, TypeError for a header missing parts), which
+        :func:`charrnn.io.load` reports as a :class:`~charrnn.io.ModelFileError`.
+        """
+        est = cls(**header["params"])
+        est._validate_params()  # the saved parameters pass the same checks as fit's
+        est.vocab_ = CharVocab.from_dict(header["vocab"])
+        est.config_, params = check_network(
+            header, arrays, network.NetworkConfig, network.param_shapes
+        )
+        if est.config_.vocab_size != est.vocab_.size:
+            raise ValueError(
+                f"has a network for {est.config_.vocab_size} symbols but a vocabulary of "
+                f"{est.vocab_.size}"
+            )
+        fitted = header["fitted"]
+        check_saved_history(fitted)
+        corpus = fitted.get("training_corpus_")
+        if corpus is not None and not (
+            isinstance(corpus, dict)
+            and isinstance(corpus.get("source"), str | None)
+            and isinstance(corpus.get("n_chars", 0), int)
+        ):
+            raise ValueError(f"has a malformed training_corpus_ entry: {corpus!r:.80}")
+        train_rng_state = header["train_rng"]
+        training = header.get("training")
+        if training is not None:
+            if problems := Trainer.state_header_problems(training):
+                raise ValueError(f"has a corrupt training state: {'; '.join(problems)}")
+            # what a resume will restore, tried now so that a corrupt state is found on loading
+            np.random.default_rng().bit_generator.state = training["rng"]
+            LRSchedule.from_dict(training["schedule"])
         est.params_ = params
         est.classes_ = np.array(est.vocab_.symbols)
         for name in _FITTED_SCALARS:
@@ -646,6 +684,16 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         est._train_rng = np.random.default_rng()
         est._train_rng.bit_generator.state = train_rng_state
         train = {k[len("train/") :]: v for k, v in arrays.items() if k.startswith("train/")}
+        for key, value in train.items():
+            # optimiser buffers ("optim/adam.m.l0.Wx") and best weights ("best/l0.Wx") are
+            # shaped like the weight they belong to
+            name = key.split(".", 2)[-1] if key.startswith("optim/") else key[len("best/") :]
+            own = key.startswith(("optim/", "best/")) and name in params
+            if own and value.shape != params[name].shape:
+                raise ValueError(
+                    f"has training state {key!r} of shape {value.shape}; weight {name!r} "
+                    f"has {params[name].shape}"
+                )
         if header.get("training") is not None:
             est._training_state = (header["training"], train)
             est._optim_state = {

@@ -14,7 +14,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from charrnn.engine import seqclf
 from charrnn.engine.tasks import RegressionTask
-from charrnn.estimators.base import FITTED_HISTORY, SHARED_PARAMETERS, RecurrentEstimator
+from charrnn.estimators.base import (
+    FITTED_HISTORY,
+    SHARED_PARAMETERS,
+    RecurrentEstimator,
+    check_saved_history,
+)
 from charrnn.estimators.params import (
     Boolean,
     Custom,
@@ -22,7 +27,7 @@ from charrnn.estimators.params import (
     Options,
     Param,
 )
-from charrnn.io import load_arrays, save_arrays
+from charrnn.io import check_network, load_as, save_arrays
 
 __all__ = ["RNNRegressor", "load_regressor"]
 
@@ -302,23 +307,26 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         else:
             self.x_mean_, self.x_scale_ = np.zeros(self.n_inputs_), np.ones(self.n_inputs_)
             self.y_mean_, self.y_scale_ = np.zeros(self.n_outputs_), np.ones(self.n_outputs_)
-        self.config_ = seqclf.SeqClfConfig(
+        self.config_ = self._network_config(self.n_inputs_, self.n_outputs_, X.shape[1])
+        self.params_ = seqclf.init_params(self.config_, rng)
+        # the skip path starts at the ridge fit of the training part, which _make_task knows
+        self._skip_init_pending = bool(self.linear_skip)
+
+    def _network_config(self, n_inputs: int, n_outputs: int, n_steps: int) -> seqclf.SeqClfConfig:
+        return seqclf.SeqClfConfig(
             cell=self.cell,
             vocab_size=0,
-            n_classes=self.n_outputs_,
+            n_classes=n_outputs,
             hidden_size=int(self.hidden_size),
             num_layers=int(self.num_layers),
             bidirectional=bool(self.bidirectional),
             pooling=self.pooling,
             dropout=float(self.dropout),
             dtype=self.dtype,
-            input_size=self.n_inputs_,
+            input_size=n_inputs,
             loss="squared_error",
-            skip_size=X.shape[1] * X.shape[2] if self.linear_skip else 0,
+            skip_size=n_steps * n_inputs if self.linear_skip else 0,
         )
-        self.params_ = seqclf.init_params(self.config_, rng)
-        # the skip path starts at the ridge fit of the training part, which _make_task knows
-        self._skip_init_pending = bool(self.linear_skip)
 
     def _start_at_the_linear_fit(self, X: np.ndarray, y: np.ndarray) -> None:
         """Start the linear skip path at the ridge regression of ``y`` on the flattened
@@ -342,6 +350,17 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         self.params_["Wskip"][...] = W.astype(dt)
         self.params_["bout"][...] = (y_mean - x_mean @ W).astype(dt)
         self.params_["Wout"][...] = 0.0
+
+    def _training_shape(self, data):
+        X, y = data["X"], data["y"]
+        n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        sizes = {
+            "hidden_size": int(self.hidden_size),
+            "num_layers": int(self.num_layers),
+            "batch_size": min(int(self.batch_size), len(X)),
+            "n_steps": X.shape[1],
+        }
+        return self._network_config(X.shape[2], n_outputs, X.shape[1]), X.shape[1], sizes
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         """(n, T, F) inputs standardised, in the network's dtype."""
@@ -456,20 +475,50 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         if header.get("estimator") != ESTIMATOR_NAME:
             raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
         est = cls(**header["params"])
-        est.config_ = seqclf.SeqClfConfig(**header["config"])
-        shape = header["shape"]
+        est._validate_params()  # the saved parameters pass the same checks as fit's
+        est.config_, est.params_ = check_network(
+            header, arrays, seqclf.SeqClfConfig, seqclf.param_shapes
+        )
+        config, shape = est.config_, header["shape"]
+        if not isinstance(shape, dict) or shape.keys() != {
+            "n_features_in",
+            "n_inputs",
+            "n_outputs",
+            "y_1d",
+        }:
+            raise ValueError(f"has a malformed 'shape' entry in its header: {shape!r:.80}")
+        if config.loss != "squared_error" or config.input_size is None:
+            raise ValueError("has a classifier's network configuration, not a regressor's")
+        if (shape["n_inputs"], shape["n_outputs"]) != (config.input_size, config.n_classes):
+            raise ValueError(
+                f"has n_inputs={shape['n_inputs']!r}, n_outputs={shape['n_outputs']!r} but a "
+                f"network of {config.input_size} inputs and {config.n_classes} outputs"
+            )
+        if not isinstance(shape["n_features_in"], int) or shape["n_features_in"] < 1:
+            raise ValueError(f"has n_features_in={shape['n_features_in']!r}")
+        if config.skip_size and config.skip_size != shape["n_features_in"] * config.input_size:
+            raise ValueError(
+                f"has a linear path over {config.skip_size} values but sequences of "
+                f"{shape['n_features_in']} steps x {config.input_size} features"
+            )
+        if not isinstance(shape["y_1d"], bool) or (shape["y_1d"] and config.n_classes != 1):
+            raise ValueError(f"has y_1d={shape['y_1d']!r} for {config.n_classes} outputs")
         est.n_features_in_ = shape["n_features_in"]
         est.n_inputs_, est.n_outputs_ = shape["n_inputs"], shape["n_outputs"]
         est._y_1d = shape["y_1d"]
-        expected = seqclf.init_params(est.config_, np.random.default_rng(0))
-        est.params_ = {}
-        for k, ref in expected.items():
-            arr = arrays.get(f"param/{k}")
-            if arr is None or arr.shape != ref.shape:
-                raise ValueError(f"model file is missing parameter {k!r} or has the wrong shape")
-            est.params_[k] = arr.astype(ref.dtype, copy=True)
+        sizes = {"x": est.n_inputs_, "y": est.n_outputs_}
         for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
-            setattr(est, name, np.array(arrays[f"scale/{name}"], dtype=np.float64))
+            value = np.array(arrays[f"scale/{name}"], dtype=np.float64)
+            if value.shape != (sizes[name[0]],) or not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"has {name} of shape {value.shape}; expected finite values of "
+                    f"shape ({sizes[name[0]]},)"
+                )
+            if name.endswith("scale_") and not np.all(value > 0):
+                raise ValueError(f"has {name} with values <= 0")
+            setattr(est, name, value)
+        if "fitted" in header:
+            check_saved_history(header["fitted"])
         state = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
         est._optim_state = state or None
         est._training_state = None
@@ -486,9 +535,11 @@ def _nonzero(scale: np.ndarray) -> np.ndarray:
 
 
 def load_regressor(path) -> RNNRegressor:
-    """Load a regressor written by :meth:`RNNRegressor.save`."""
-    header, arrays = load_arrays(path)
-    try:
-        return RNNRegressor._from_saved(header, arrays)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"model file {str(path)!r} has a malformed header ({exc!r})") from exc
+    """Load a regressor written by :meth:`RNNRegressor.save`.
+
+    Raises
+    ------
+    charrnn.io.ModelFileError
+        For a file that cannot be read or holds another kind of model (a ValueError).
+    """
+    return load_as(path, RNNRegressor)

@@ -37,6 +37,7 @@ __all__ = [
     "ParallelSteps",
     "group_slices",
     "parallel_enabled",
+    "planned_groups",
     "scoring_threads",
 ]
 
@@ -88,6 +89,15 @@ def scoring_threads(parallel: bool | None = None):
         yield threads
 
 
+def planned_groups(batch_size: int, parallel: bool | None = None) -> int:
+    """How many stream groups :class:`ParallelSteps` splits ``batch_size`` streams into.
+
+    One when parallel work is off (:func:`parallel_enabled`), else one per core of the BLAS
+    pool as :func:`~charrnn.parallel.groups.plan_groups` allows. What memory estimates count.
+    """
+    return plan_groups(batch_size, blas_pool_size()) if parallel_enabled(parallel) else 1
+
+
 class ParallelSteps:
     """The loss and gradients of training steps, run in parallel where it pays -- or plainly.
 
@@ -127,7 +137,7 @@ class ParallelSteps:
 
     def __init__(self, batch_size: int, parallel: bool | None = None, tune: bool = True) -> None:
         self.enabled = parallel_enabled(parallel)
-        n_groups = plan_groups(batch_size, blas_pool_size()) if self.enabled else 1
+        n_groups = planned_groups(batch_size, self.enabled)
         self.groups = StreamGroups(batch_size, n_groups)
         self.tune = tune
         self.tuner: BlasTuner | None = None
