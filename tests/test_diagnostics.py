@@ -351,3 +351,70 @@ def test_gradients_command_reads_models_last(tiny_model_path, tmp_path, monkeypa
     result = CliRunner().invoke(gradients, ["--text", TEXT, "--window", "15", "--initialised"])
     assert result.exit_code == 0, result.output
     assert "initialised" in result.output
+
+
+# --------------------------------------------------------------------------------------------
+# `charrnn gradients --task recall`: the three cells on one figure
+
+
+def test_gradients_recall_task_draws_the_three_cells_on_one_figure(tmp_path):
+    mpimg = pytest.importorskip("matplotlib.image")
+    from matplotlib.colors import to_rgb
+
+    from charrnn.cli.gradients import COLOURS
+
+    out = tmp_path / "flow.png"
+    args = ["--task", "recall", "--lag", "8", "--cells", "rnn,lstm,gru", "--initialised"]
+    result = CliRunner().invoke(gradients, [*args, "--windows", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mean over 4 recall document(s) with 8 dots, so the key was read at lag 9" in (
+        " ".join(result.output.split())
+    )
+    for label in ("rnn (initialised)", "lstm, chrono (initialised)", "gru, chrono (initialised)"):
+        assert f"\n{label}\n" in result.output
+    img = mpimg.imread(out)  # (height, width, RGBA) floats in [0, 1]
+    assert img.shape[:2] == (540, 900)  # 7.5 x 4.5 inches at 120 dpi
+    rgb = img[..., :3].reshape(-1, 3)
+    assert rgb.std() > 0.05  # not blank
+    for cell, colour in COLOURS.items():
+        # a thin dotted line leaves a few dozen pixels of its exact colour (the rest antialiased)
+        near = np.abs(rgb - np.array(to_rgb(colour))).max(axis=1) < 0.05
+        assert near.sum() > 40, f"no {cell} line ({colour}) in the figure"
+
+
+def test_gradient_flow_figure_has_a_line_per_curve_in_its_colour_and_style():
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from charrnn.cli.gradients import COLOURS, GATE_STYLES, gradient_flow_figure
+
+    flow = np.array([[1.0, 0.5, 0.25, 0.0]])  # a zero is not drawn on the log axis
+    curves = {"rnn (initialised)": flow, "lstm, zeros (x)": flow, "lstm, chrono (x)": 2 * flow}
+    styles = {"lstm, zeros (x)": GATE_STYLES["zeros"], "lstm, chrono (x)": GATE_STYLES["chrono"]}
+    fig = gradient_flow_figure(curves, "t", styles=styles, key_lag=2)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(curves) | {"the key (lag 2)"} == set(lines)
+    assert to_hex(lines["rnn (initialised)"].get_color()) == to_hex(COLOURS["rnn"])
+    assert to_hex(lines["lstm, chrono (x)"].get_color()) == to_hex(COLOURS["lstm"])
+    assert lines["lstm, zeros (x)"].get_linestyle() != lines["lstm, chrono (x)"].get_linestyle()
+    assert np.isnan(lines["rnn (initialised)"].get_ydata()[-1])
+
+
+def test_gradients_recall_task_compares_gate_inits_and_checks_its_options():
+    runner = CliRunner()
+    args = ["--task", "recall", "--lag", "5", "--windows", "2", "--initialised"]
+    result = runner.invoke(gradients, [*args, "--cells", "lstm,rnn", "--gate-init", "zeros,chrono"])
+    assert result.exit_code == 0, result.output
+    labels = [line for line in result.output.splitlines() if line.endswith("(initialised)")]
+    assert labels == [
+        "lstm, zeros (initialised)",
+        "lstm, chrono (initialised)",
+        "rnn (initialised)",  # once: it has no gates
+    ]
+    for bad, hint in [
+        (["--cells", "lstm,tcn"], "--cells"),
+        (["--gate-init", "ones"], "--gate-init"),
+        (["--model", __file__], "--model"),
+    ]:
+        result = runner.invoke(gradients, [*args, *bad])
+        assert result.exit_code != 0 and hint in result.output, (bad, result.output)

@@ -74,6 +74,12 @@ class RNNCell:
     n_gates = 1
     n_states = 1
     extra_params: tuple[str, ...] = ()
+    #: index of the gate whose opening keeps the old state (None: no such gate); its bias is
+    #: what ``gate_init`` sets (:func:`charrnn.engine.network.gate_bias`)
+    keep_gate: int | None = None
+    #: index of the gate that writes new input into the state, when it is not tied to the
+    #: keep gate (chrono initialisation sets its bias to minus the keep gate's)
+    write_gate: int | None = None
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:
@@ -173,6 +179,8 @@ class LSTMCell:
     n_gates = 4
     n_states = 2
     extra_params: tuple[str, ...] = ()
+    keep_gate: int | None = 1  # f: c_t = f * c_{t-1} + i * g
+    write_gate: int | None = 0  # i
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:
@@ -398,6 +406,8 @@ class GRUCell:
     n_gates = 3
     n_states = 1
     extra_params: tuple[str, ...] = ("bhn",)
+    keep_gate: int | None = 1  # z: h' = (1 - z) * n + z * h, so z -> 1 keeps h
+    write_gate: int | None = None  # writing is 1 - z, tied to the keep gate
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:

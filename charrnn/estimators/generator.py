@@ -99,6 +99,15 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         Size of a learned character embedding; None feeds one-hot vectors.
     dropout : float in [0, 1), default=0.0
         Inverted dropout on every layer's output.
+    gate_init : {"zeros", "forget1", "chrono"}, default="chrono"
+        How the gate biases start (:func:`charrnn.engine.network.gate_bias`). "chrono"
+        (Tallec & Ollivier 2018) spreads the units' memory spans from one step to
+        ``seq_length``, the longest dependency truncated BPTT can learn: the keep gate's bias
+        (the LSTM's forget gate, the GRU's update gate) is ``log(u)``, ``u ~ U[1,
+        seq_length - 1]``, and the LSTM's input-gate bias ``-log(u)``. "forget1" is the LSTM's
+        forget-gate bias at 1, the rest 0 (charrnn 0.1's initialisation, and what a model file
+        without this parameter was made with); "zeros" sets every bias to 0. The vanilla RNN
+        has no gates: every option gives it zero biases.
     seq_length : int, default=64
         Steps per truncated-BPTT chunk.
     batch_size : int, default=32
@@ -227,6 +236,7 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         num_layers=2,
         embedding_dim=None,
         dropout=0.0,
+        gate_init="chrono",
         seq_length=64,
         batch_size=32,
         learning_rate=5e-3,
@@ -304,7 +314,10 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
             dropout=float(self.dropout),
             dtype=self.dtype,
         )
-        self.params_ = network.init_params(self.config_, rng)
+        # chrono prepares for dependencies as long as a BPTT chunk, the longest it can learn
+        self.params_ = network.init_params(
+            self.config_, rng, gate_init=self.gate_init, t_max=int(self.seq_length)
+        )
 
     def _record_training_data(self, data):
         current = text_fingerprint(data)
@@ -617,7 +630,8 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
     def _from_saved(cls, header: dict, arrays: dict, path) -> CharRNNGenerator:
         """Rebuild a fitted generator from :func:`charrnn.io.load_arrays` output."""
         try:
-            est = cls(**header["params"])
+            # a file from before gate_init was made with what is now "forget1"
+            est = cls(**{"gate_init": "forget1", **header["params"]})
             est.vocab_ = CharVocab.from_dict(header["vocab"])
             est.config_ = network.NetworkConfig(**header["config"])
             fitted = header["fitted"]
