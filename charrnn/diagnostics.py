@@ -42,6 +42,7 @@ __all__ = [
     "recall_documents",
     "recall_generator",
     "recall_gradient_flow",
+    "recall_stream_accuracy",
     "recall_gradient_ratio",
     "recall_text",
     "sparkline",
@@ -436,6 +437,36 @@ def recall_accuracy(model, sequences: Sequence[str], n_context: int = 2) -> floa
     ]
     predicted = model.predict(queries)
     return float(np.mean(predicted == np.array([s[-1] for s in sequences])))
+
+
+def recall_stream_accuracy(model, sequences: Sequence[str], n_streams: int = 8) -> float:
+    """Share of recalls right when the sequences are read as training reads them: one stream.
+
+    The sequences are joined as documents (each followed by the end-of-document symbol, as
+    ``fit`` joins them), cut into ``n_streams`` parallel streams read from the zero state with
+    the state carried from one document to the next, and every prediction made right after a
+    cue ``?`` is compared with the character that follows it. Unlike ``predict``, which starts
+    every document from the zero state, a document here starts from the state the previous
+    one left, as in training.
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    _check_model(model)
+    if len(sequences) < n_streams:
+        raise ValueError(f"need at least n_streams={n_streams} sequences, got {len(sequences)}")
+    per = len(sequences) // n_streams
+    streams = [
+        model.vocab_.encode_documents(sequences[i * per : (i + 1) * per]) for i in range(n_streams)
+    ]
+    ids = np.stack(streams, axis=1).astype(np.intp)  # (T, n_streams): equal lengths
+    logits, _, _ = network.forward_logits(
+        model.params_, model.config_, ids[:-1], network.init_state(model.config_, n_streams)
+    )
+    cue = model.vocab_.encode("?")[0]
+    at_cue = ids[:-1] == cue
+    return float(np.mean(logits.argmax(axis=-1)[at_cue] == ids[1:][at_cue]))
 
 
 def recall_gradient_flow(model, sequences: Sequence[str]) -> np.ndarray:

@@ -13,7 +13,11 @@ from charrnn.diagnostics import (
     init_model,
     make_recall_task,
     recall_accuracy,
+    recall_documents,
+    recall_generator,
+    recall_gradient_flow,
     recall_gradient_ratio,
+    recall_stream_accuracy,
     recall_text,
     sparkline,
     standard_lags,
@@ -247,6 +251,56 @@ def test_recall_gradient_ratio_is_finite_and_positive():
     assert 0 < ratio < np.inf
     with pytest.raises(ValueError, match="same length"):
         recall_gradient_ratio(model, seqs + make_recall_task(1, 2, rng=0))
+
+
+def test_recall_documents_and_generator_set_up_the_task():
+    docs = recall_documents(5, 7, np.random.default_rng(0))
+    assert all(len(d) == 10 and d[1:8] == "......." and d[8] == "?" for d in docs)
+    assert all(d[0] == d[-1] and d[0] in "ABCD" for d in docs)
+    est = recall_generator("gru", 7, hidden_size=8)
+    assert (est.seq_length, est.hidden_size, est.num_layers) == (36, 8, 1)
+    assert est.validation_fraction == 0.0 and not est.early_stopping
+    with pytest.raises(ValueError, match="lag"):
+        recall_generator("gru", -1)
+
+
+def test_recall_gradient_flow_ends_at_the_key_and_matches_the_ratio():
+    docs = recall_documents(4, 6, np.random.default_rng(0))
+    model = recall_generator("lstm", 6, hidden_size=6, random_state=0).initialize(docs)
+    flow = recall_gradient_flow(model, docs)
+    assert flow.shape == (1, len(docs[0]))  # lags 0 (the cue) .. the end-of-document symbol
+    assert recall_gradient_ratio(model, docs) == pytest.approx(flow[0, -2] / flow[0, 1])
+
+
+def test_recall_stream_accuracy_reads_the_documents_as_one_stream(monkeypatch):
+    docs = recall_documents(16, 3, np.random.default_rng(0))
+    model = recall_generator("gru", 3, hidden_size=6, random_state=0).initialize(docs)
+    acc = recall_stream_accuracy(model, docs, n_streams=4)
+    assert 0.0 <= acc <= 1.0
+    # a network that predicts each input's successor in the stream scores 1
+    ids = {}
+
+    def perfect(params, config, inputs, state):
+        T, B = inputs.shape
+        logits = np.zeros((T, B, config.vocab_size))
+        nxt = ids["all"][1:]
+        logits[np.arange(T)[:, None], np.arange(B)[None, :], nxt] = 1.0
+        return logits, state, None
+
+    real_encode = model.vocab_.encode_documents
+
+    def remember(d):
+        out = real_encode(d)
+        ids.setdefault("parts", []).append(out)
+        if len(ids["parts"]) == 4:
+            ids["all"] = np.stack(ids["parts"], axis=1)
+        return out
+
+    monkeypatch.setattr(model.vocab_, "encode_documents", remember)
+    monkeypatch.setattr(network, "forward_logits", perfect)
+    assert recall_stream_accuracy(model, docs, n_streams=4) == 1.0
+    with pytest.raises(ValueError, match="n_streams"):
+        recall_stream_accuracy(model, docs[:3], n_streams=4)
 
 
 # --------------------------------------------------------------------------------------------

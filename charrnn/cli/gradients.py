@@ -35,7 +35,7 @@ from charrnn.diagnostics import (
     recall_gradient_flow,
     sparkline,
 )
-from charrnn.engine.network import GATE_INITS
+from charrnn.engine.network import GATE_INITS, gate_bias
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import atomic_write
 
@@ -182,17 +182,21 @@ def _list_option(value: str, allowed, name: str) -> list[str]:
 
 
 def _recall_flows(cells, gate_inits, lag, n_docs, trained, train_time, seed):
-    """Gradient flow on recall documents for every (cell, gate_init): labels -> arrays, styles.
-
-    The rnn has no gates, so it is measured once whatever the gate initialisations.
-    """
+    """Gradient flow on recall documents for every (cell, gate_init): labels -> arrays, styles."""
     test = recall_documents(n_docs, lag, np.random.default_rng([RECALL_TEST_SEED, lag]))
     train = recall_documents(RECALL_TRAIN_DOCUMENTS, lag, np.random.default_rng([seed, lag]))
     flows: dict[str, np.ndarray] = {}
     styles: dict[str, str] = {}
     for cell in cells:
-        for gate_init in gate_inits[:1] if cell == "rnn" else gate_inits:
-            name = cell if cell == "rnn" else f"{cell}, {gate_init}"
+        # initialisations that give this cell the same biases are measured once, under one
+        # name ("gru, zeros = forget1"; the rnn, which has no gates, under its own name)
+        same: dict[bytes, list[str]] = {}
+        for g in gate_inits:
+            probe = gate_bias(cell, 4, g, np.random.default_rng(0), np.float64, t_max=10)
+            same.setdefault(probe.tobytes(), []).append(g)
+        for group in same.values():
+            gate_init = group[0]
+            name = cell if cell == "rnn" else f"{cell}, {' = '.join(group)}"
             est = recall_generator(cell, lag, gate_init=gate_init, random_state=seed)
             initial = clone(est).initialize(train)
             flows[f"{name} (initialised)"] = recall_gradient_flow(initial, test)
@@ -203,7 +207,7 @@ def _recall_flows(cells, gate_inits, lag, n_docs, trained, train_time, seed):
                 flows[f"{name} (trained {train_time:g} s)"] = recall_gradient_flow(est, test)
     if len(gate_inits) > 1:
         for label in flows:
-            gate_init = next((g for g in gate_inits if f", {g} (" in label), None)
+            gate_init = next((g for g in gate_inits if f", {g}" in label), None)
             styles[label] = GATE_STYLES.get(gate_init, "-")
     return flows, styles
 
