@@ -293,7 +293,7 @@ def _report(records, settings, elapsed, plot_path) -> None:
     took = "" if elapsed is None else f", {elapsed / 60:.1f} min"
     click.echo(f"\n{len(records)} runs{took}; {_budget(settings)}")
     if plot_path is not None:
-        title = f"recall task: {_budget(settings)}, {settings['seeds']} seed(s) per lag"
+        title = f"recall task, {settings['seeds']} seed(s) per lag:\n{_budget(settings)}"
         plot(records, rows, cells, lags, plot_path, title)
         click.echo(f"plot written to {plot_path}", err=True)
 

@@ -351,7 +351,7 @@ def _recall_command(
     type=click.FloatRange(0, min_open=True),
     default=30.0,
     show_default=True,
-    help="Seconds of training per cell for --compare --trained.",
+    help="Seconds of training per cell for --compare --trained and --task recall --trained.",
 )
 @click.option(
     "--seed",
