@@ -42,8 +42,8 @@ __all__ = [
     "recall_documents",
     "recall_generator",
     "recall_gradient_flow",
-    "recall_stream_accuracy",
     "recall_gradient_ratio",
+    "recall_stream_accuracy",
     "recall_text",
     "sparkline",
     "standard_lags",
@@ -447,7 +447,18 @@ def recall_stream_accuracy(model, sequences: Sequence[str], n_streams: int = 8) 
     the state carried from one document to the next, and every prediction made right after a
     cue ``?`` is compared with the character that follows it. Unlike ``predict``, which starts
     every document from the zero state, a document here starts from the state the previous
-    one left, as in training.
+    one left, as in training (only the first document of each stream starts from zero).
+
+    Parameters
+    ----------
+    model : CharRNNGenerator
+        Fitted.
+    sequences : sequence of str
+        :func:`recall_documents` (or :func:`make_recall_task` sequences with cue ``?``), at
+        least ``n_streams``; the last ``len(sequences) % n_streams`` are not read.
+    n_streams : int
+        Parallel streams ``B``; each reads ``len(sequences) // B`` consecutive sequences, so
+        all have the same length ``T`` and run as one ``(T, B)`` batch.
 
     Returns
     -------
