@@ -80,8 +80,8 @@ format: $(STAMP) ## Rewrite code with ruff's formatter and safe fixes
 bench: $(STAMP) ## Speed benchmark (ARGS for options; torch comparison needs `make torch`)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
-bench-memory: $(STAMP) ## Memory benchmark
-	$(BIN)/python scripts/memory_bench.py $(ARGS)
+bench-memory: $(STAMP) ## Long memory: rnn/lstm/gru recall a key across 10-200 steps (ARGS for options)
+	$(BIN)/python scripts/recall_bench.py $(ARGS)
 
 bench-classify: $(STAMP) ## Classifier vs n-gram baseline on play genres (ARGS for options)
 	$(BIN)/python scripts/classify_bench.py $(ARGS)

@@ -10,7 +10,9 @@ Gradient flow
 Recall task
     :func:`make_recall_task` writes sequences ``key, LAG fillers, cue, key``; predicting the
     character after the cue needs the key remembered across ``LAG + 1`` steps.
-    ``scripts/memory_bench.py`` trains the three cells on it.
+    :func:`recall_documents` and :func:`recall_generator` set it up as documents for the public
+    estimator; ``scripts/recall_bench.py`` trains the three cells on it and ``charrnn
+    gradients --task recall`` plots their gradient flow.
 
 Conventions: lag 0 is the last step of the window (the step whose output is scored), lag 1 the
 step before it, and so on; arrays indexed by lag have column ``j`` = lag ``j``. Layers are
@@ -37,7 +39,11 @@ __all__ = [
     "init_model",
     "make_recall_task",
     "recall_accuracy",
+    "recall_documents",
+    "recall_generator",
+    "recall_gradient_flow",
     "recall_gradient_ratio",
+    "recall_stream_accuracy",
     "recall_text",
     "sparkline",
     "standard_lags",
@@ -433,14 +439,67 @@ def recall_accuracy(model, sequences: Sequence[str], n_context: int = 2) -> floa
     return float(np.mean(predicted == np.array([s[-1] for s in sequences])))
 
 
-def recall_gradient_ratio(model, sequences: Sequence[str]) -> float:
-    """How much of the recall loss's gradient reaches the step that read the key.
+def recall_stream_accuracy(model, sequences: Sequence[str], n_streams: int = 8) -> float:
+    """Share of recalls right when the sequences are read as training reads them: one stream.
 
-    For each sequence ``key + fillers + cue + key`` (all the same length), the loss of predicting
-    the final key after the cue is differentiated with respect to the top-layer hidden state;
-    the result is ``mean ||dL/dh|| at the key step / mean ||dL/dh|| at lag 1``. The key is read
-    ``lag + 1`` steps before the cue, so this is the gradient-flow ratio at lag ``LAG + 1``.
+    The sequences are joined as documents (each followed by the end-of-document symbol, as
+    ``fit`` joins them), cut into ``n_streams`` parallel streams read from the zero state with
+    the state carried from one document to the next, and every prediction made right after a
+    cue ``?`` is compared with the character that follows it. Unlike ``predict``, which starts
+    every document from the zero state, a document here starts from the state the previous
+    one left, as in training (only the first document of each stream starts from zero).
+
+    Parameters
+    ----------
+    model : CharRNNGenerator
+        Fitted.
+    sequences : sequence of str
+        :func:`recall_documents` (or :func:`make_recall_task` sequences with cue ``?``), at
+        least ``n_streams``; the last ``len(sequences) % n_streams`` are not read.
+    n_streams : int
+        Parallel streams ``B``; each reads ``len(sequences) // B`` consecutive sequences, so
+        all have the same length ``T`` and run as one ``(T, B)`` batch.
+
+    Returns
+    -------
+    float in [0, 1]
     """
+    _check_model(model)
+    if len(sequences) < n_streams:
+        raise ValueError(f"need at least n_streams={n_streams} sequences, got {len(sequences)}")
+    per = len(sequences) // n_streams
+    streams = [
+        model.vocab_.encode_documents(sequences[i * per : (i + 1) * per]) for i in range(n_streams)
+    ]
+    ids = np.stack(streams, axis=1).astype(np.intp)  # (T, n_streams): equal lengths
+    logits, _, _ = network.forward_logits(
+        model.params_, model.config_, ids[:-1], network.init_state(model.config_, n_streams)
+    )
+    cue = model.vocab_.encode("?")[0]
+    at_cue = ids[:-1] == cue
+    return float(np.mean(logits.argmax(axis=-1)[at_cue] == ids[1:][at_cue]))
+
+
+def recall_gradient_flow(model, sequences: Sequence[str]) -> np.ndarray:
+    """Gradient norm by lag for the loss of predicting each sequence's last character.
+
+    Each sequence (all the same length) is read as a document, ``[end-of-document] + seq[:-1]``
+    from the zero state, and scored on its last character; for a :func:`make_recall_task`
+    sequence that is the key after the cue.
+
+    Parameters
+    ----------
+    model : CharRNNGenerator
+        Fitted, or initialised by :func:`init_model`.
+    sequences : sequence of str, all of length ``n``
+
+    Returns
+    -------
+    ndarray of float64, shape (num_layers, n)
+        ``flow[l, j]`` = mean over sequences of ``||dL / dh^{(l)}||`` at lag ``j`` (lag 0 reads
+        the cue; lag ``n - 2`` reads the key, lag ``n - 1`` the end-of-document symbol).
+    """
+    _check_model(model)
     lengths = {len(s) for s in sequences}
     if len(lengths) != 1:
         raise ValueError("sequences must all have the same length")
@@ -448,5 +507,63 @@ def recall_gradient_ratio(model, sequences: Sequence[str]) -> float:
         [np.concatenate(([CharVocab.EOD_ID], model.vocab_.encode(s))) for s in sequences], axis=1
     ).astype(np.intp)  # (n + 1, B): [EOD, key, fillers..., cue, key]
     grads = hidden_gradients(model.params_, model.config_, ids[:-1], ids[-1])
-    norms = np.linalg.norm(grads[-1], axis=-1).mean(axis=-1)  # top layer, (T,)
-    return float(norms[1] / norms[-2])  # step 1 read the key; step T-2 is lag 1
+    norms = np.linalg.norm(grads, axis=-1).mean(axis=-1)  # (L, n) in time order
+    return norms[:, ::-1].copy()
+
+
+def recall_gradient_ratio(model, sequences: Sequence[str]) -> float:
+    """How much of the recall loss's gradient reaches the step that read the key.
+
+    For sequences ``key + fillers + cue + key`` (all the same length), the top layer's
+    :func:`recall_gradient_flow` at the key step (lag ``LAG + 1``) divided by its value at
+    lag 1.
+    """
+    flow = recall_gradient_flow(model, sequences)[-1]
+    return float(flow[-2] / flow[1])
+
+
+# The recall task of issue 18, as a learner would set it up with the public estimator: four
+# keys, dots as fillers, one document per sequence, every BPTT chunk long enough for four
+# documents, so most recalls lie inside one chunk.
+RECALL_N_KEYS = 4
+RECALL_FILLERS = "."
+
+
+def recall_documents(n_documents: int, lag: int, rng=None) -> list[str]:
+    """``n_documents`` recall documents: a key out of four, ``lag`` dots, ``?``, the key.
+
+    The settings of :func:`recall_generator` and ``scripts/recall_bench.py``; see
+    :func:`make_recall_task`.
+    """
+    return make_recall_task(n_documents, lag, RECALL_N_KEYS, rng, fillers=RECALL_FILLERS)
+
+
+def recall_generator(cell: str, lag: int, **params):
+    """A CharRNNGenerator set up for the recall task at ``lag``; ``params`` override.
+
+    One layer of 64 units, ``seq_length = 4 * (lag + 2)``, batches of 32, Adam at 1e-2, no
+    validation and no stopping rule (``max_iter`` passes are the budget), every other
+    parameter (``gate_init`` among them) at its default.
+
+    Returns
+    -------
+    CharRNNGenerator
+        Unfitted.
+    """
+    from charrnn.estimators.generator import CharRNNGenerator
+
+    if isinstance(lag, bool) or not isinstance(lag, numbers.Integral) or lag < 0:
+        raise ValueError(f"lag must be an integer >= 0, got {lag!r}")
+    settings = {
+        "cell": cell,
+        "hidden_size": 64,
+        "num_layers": 1,
+        "seq_length": 4 * (int(lag) + 2),
+        "batch_size": 32,
+        "learning_rate": 1e-2,
+        "validation_fraction": 0.0,
+        "early_stopping": False,
+        # no stopping rule: the loss plateaus for many passes before the recall is found
+        "n_iter_no_change": 10**9,
+    }
+    return CharRNNGenerator(**{**settings, **params})

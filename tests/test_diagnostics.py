@@ -13,7 +13,11 @@ from charrnn.diagnostics import (
     init_model,
     make_recall_task,
     recall_accuracy,
+    recall_documents,
+    recall_generator,
+    recall_gradient_flow,
     recall_gradient_ratio,
+    recall_stream_accuracy,
     recall_text,
     sparkline,
     standard_lags,
@@ -249,6 +253,56 @@ def test_recall_gradient_ratio_is_finite_and_positive():
         recall_gradient_ratio(model, seqs + make_recall_task(1, 2, rng=0))
 
 
+def test_recall_documents_and_generator_set_up_the_task():
+    docs = recall_documents(5, 7, np.random.default_rng(0))
+    assert all(len(d) == 10 and d[1:8] == "......." and d[8] == "?" for d in docs)
+    assert all(d[0] == d[-1] and d[0] in "ABCD" for d in docs)
+    est = recall_generator("gru", 7, hidden_size=8)
+    assert (est.seq_length, est.hidden_size, est.num_layers) == (36, 8, 1)
+    assert est.validation_fraction == 0.0 and not est.early_stopping
+    with pytest.raises(ValueError, match="lag"):
+        recall_generator("gru", -1)
+
+
+def test_recall_gradient_flow_ends_at_the_key_and_matches_the_ratio():
+    docs = recall_documents(4, 6, np.random.default_rng(0))
+    model = recall_generator("lstm", 6, hidden_size=6, random_state=0).initialize(docs)
+    flow = recall_gradient_flow(model, docs)
+    assert flow.shape == (1, len(docs[0]))  # lags 0 (the cue) .. the end-of-document symbol
+    assert recall_gradient_ratio(model, docs) == pytest.approx(flow[0, -2] / flow[0, 1])
+
+
+def test_recall_stream_accuracy_reads_the_documents_as_one_stream(monkeypatch):
+    docs = recall_documents(16, 3, np.random.default_rng(0))
+    model = recall_generator("gru", 3, hidden_size=6, random_state=0).initialize(docs)
+    acc = recall_stream_accuracy(model, docs, n_streams=4)
+    assert 0.0 <= acc <= 1.0
+    # a network that predicts each input's successor in the stream scores 1
+    ids = {}
+
+    def perfect(params, config, inputs, state):
+        T, B = inputs.shape
+        logits = np.zeros((T, B, config.vocab_size))
+        nxt = ids["all"][1:]
+        logits[np.arange(T)[:, None], np.arange(B)[None, :], nxt] = 1.0
+        return logits, state, None
+
+    real_encode = model.vocab_.encode_documents
+
+    def remember(d):
+        out = real_encode(d)
+        ids.setdefault("parts", []).append(out)
+        if len(ids["parts"]) == 4:
+            ids["all"] = np.stack(ids["parts"], axis=1)
+        return out
+
+    monkeypatch.setattr(model.vocab_, "encode_documents", remember)
+    monkeypatch.setattr(network, "forward_logits", perfect)
+    assert recall_stream_accuracy(model, docs, n_streams=4) == 1.0
+    with pytest.raises(ValueError, match="n_streams"):
+        recall_stream_accuracy(model, docs[:3], n_streams=4)
+
+
 # --------------------------------------------------------------------------------------------
 # The `charrnn gradients` command
 
@@ -351,3 +405,71 @@ def test_gradients_command_reads_models_last(tiny_model_path, tmp_path, monkeypa
     result = CliRunner().invoke(gradients, ["--text", TEXT, "--window", "15", "--initialised"])
     assert result.exit_code == 0, result.output
     assert "initialised" in result.output
+
+
+# --------------------------------------------------------------------------------------------
+# `charrnn gradients --task recall`: the three cells on one figure
+
+
+def test_gradients_recall_task_draws_the_three_cells_on_one_figure(tmp_path):
+    mpimg = pytest.importorskip("matplotlib.image")
+    from matplotlib.colors import to_rgb
+
+    from charrnn.cli.gradients import COLOURS
+
+    out = tmp_path / "flow.png"
+    args = ["--task", "recall", "--lag", "8", "--cells", "rnn,lstm,gru", "--initialised"]
+    result = CliRunner().invoke(gradients, [*args, "--windows", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mean over 4 recall document(s) with 8 dots, so the key was read at lag 9" in (
+        " ".join(result.output.split())
+    )
+    default = CharRNNGenerator().gate_init  # what --gate-init defaults to
+    for label in ("rnn", f"lstm, {default}", f"gru, {default}"):
+        assert f"\n{label} (initialised)\n" in result.output
+    img = mpimg.imread(out)  # (height, width, RGBA) floats in [0, 1]
+    assert img.shape[:2] == (540, 900)  # 7.5 x 4.5 inches at 120 dpi
+    rgb = img[..., :3].reshape(-1, 3)
+    assert rgb.std() > 0.05  # not blank
+    for cell, colour in COLOURS.items():
+        # a thin dotted line leaves a few dozen pixels of its exact colour (the rest antialiased)
+        near = np.abs(rgb - np.array(to_rgb(colour))).max(axis=1) < 0.05
+        assert near.sum() > 40, f"no {cell} line ({colour}) in the figure"
+
+
+def test_gradient_flow_figure_has_a_line_per_curve_in_its_colour_and_style():
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from charrnn.cli.gradients import COLOURS, GATE_STYLES, gradient_flow_figure
+
+    flow = np.array([[1.0, 0.5, 0.25, 0.0]])  # a zero is not drawn on the log axis
+    curves = {"rnn (initialised)": flow, "lstm, zeros (x)": flow, "lstm, chrono (x)": 2 * flow}
+    styles = {"lstm, zeros (x)": GATE_STYLES["zeros"], "lstm, chrono (x)": GATE_STYLES["chrono"]}
+    fig = gradient_flow_figure(curves, "t", styles=styles, key_lag=2)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(curves) | {"the key (lag 2)"} == set(lines)
+    assert to_hex(lines["rnn (initialised)"].get_color()) == to_hex(COLOURS["rnn"])
+    assert to_hex(lines["lstm, chrono (x)"].get_color()) == to_hex(COLOURS["lstm"])
+    assert lines["lstm, zeros (x)"].get_linestyle() != lines["lstm, chrono (x)"].get_linestyle()
+    assert np.isnan(lines["rnn (initialised)"].get_ydata()[-1])
+
+
+def test_gradients_recall_task_compares_gate_inits_and_checks_its_options():
+    runner = CliRunner()
+    args = ["--task", "recall", "--lag", "5", "--windows", "2", "--initialised"]
+    result = runner.invoke(gradients, [*args, "--cells", "lstm,rnn", "--gate-init", "zeros,chrono"])
+    assert result.exit_code == 0, result.output
+    labels = [line for line in result.output.splitlines() if line.endswith("(initialised)")]
+    assert labels == [
+        "lstm, zeros (initialised)",
+        "lstm, chrono (initialised)",
+        "rnn (initialised)",  # once: it has no gates
+    ]
+    for bad, hint in [
+        (["--cells", "lstm,tcn"], "--cells"),
+        (["--gate-init", "ones"], "--gate-init"),
+        (["--model", __file__], "--model"),
+    ]:
+        result = runner.invoke(gradients, [*args, *bad])
+        assert result.exit_code != 0 and hint in result.output, (bad, result.output)

@@ -77,6 +77,12 @@ class RNNCell:
     #: (T, B, H)-sized scratch arrays that forward caches and backward writes: states, dxw
     #: (what charrnn.engine.memory counts; tests/test_memory.py checks it against a workspace)
     scratch_per_unit = 2
+    #: index of the gate whose opening keeps the old state (None: no such gate); its bias is
+    #: what ``gate_init`` sets (:func:`charrnn.engine.network.gate_bias`)
+    keep_gate: int | None = None
+    #: index of the gate that writes new input into the state, when it is not tied to the
+    #: keep gate (chrono initialisation sets its bias to minus the keep gate's)
+    write_gate: int | None = None
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:
@@ -178,6 +184,8 @@ class LSTMCell:
     extra_params: tuple[str, ...] = ()
     #: (T, B, H)-sized scratch: hidden and cell states, four gates, tanh(c), four dxw
     scratch_per_unit = 11
+    keep_gate: int | None = 1  # f: c_t = f * c_{t-1} + i * g
+    write_gate: int | None = 0  # i
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:
@@ -406,6 +414,8 @@ class GRUCell:
     #: (T, B, H)-sized scratch: states, r and z, n, h @ Wh_n, four backward temporaries, three
     #: dxw and three dhw
     scratch_per_unit = 15
+    keep_gate: int | None = 1  # z: h' = (1 - z) * n + z * h, so z -> 1 keeps h
+    write_gate: int | None = None  # writing is 1 - z, tied to the keep gate
 
     @staticmethod
     def preactivation_scale(H: int, dtype) -> np.ndarray:

@@ -163,12 +163,85 @@ def param_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+#: How the gate biases of a recurrent layer start (:func:`gate_bias`).
+GATE_INITS = ("zeros", "forget1", "chrono")
+
+
+def gate_bias(
+    cell: str,
+    hidden_size: int,
+    gate_init: str,
+    rng: np.random.Generator,
+    dtype,
+    t_max: int | None = None,
+) -> np.ndarray:
+    """The initial fused bias of one recurrent layer, shape (G*H,).
+
+    The one place initial gate biases are decided, for the language model and for the
+    classifier's and regressor's network alike. The *keep gate* is the gate whose opening
+    carries the old state forward (the LSTM's forget gate ``f``; the GRU's update gate ``z``,
+    since ``h' = (1 - z) * n + z * h``); the vanilla RNN has none, so every option leaves its
+    biases at zero.
+
+    - ``"zeros"``: every bias 0 (a keep gate starts half open: sigmoid(0) = 0.5).
+    - ``"forget1"``: the LSTM's forget-gate bias 1 (Jozefowicz et al. 2015; Keras'
+      ``unit_forget_bias``), every other bias 0: the gate starts at sigmoid(1) = 0.73. Only a
+      keep gate with a write gate of its own is a forget gate; the GRU's update gate, which
+      keeps and writes at once, stays at 0 (as charrnn initialised before ``gate_init``).
+    - ``"chrono"``: Tallec & Ollivier (2018): keep-gate bias ``log(u)`` with ``u`` drawn
+      uniformly from ``[1, t_max - 1]`` per unit, and the LSTM's input-gate bias ``-log(u)``
+      (the GRU writes with ``1 - z``, already tied to it). A unit then starts keeping its
+      state for about ``1 + u`` steps (its gate is ``u / (1 + u)``), so the units' memory spans
+      are spread from one step to ``t_max``.
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}
+    hidden_size : int
+        ``H``.
+    gate_init : {"zeros", "forget1", "chrono"}
+    rng : numpy Generator
+        Drawn from only by ``"chrono"`` on a gated cell (``H`` uniform numbers).
+    dtype : numpy dtype
+    t_max : int, optional
+        Longest dependency ``"chrono"`` prepares for (>= 1); unused by the other options.
+
+    Returns
+    -------
+    ndarray of shape (G*H,)
+        In the cell's fused gate order (see :mod:`charrnn.engine.cells`).
+    """
+    assert gate_init in GATE_INITS, f"gate_init must be one of {GATE_INITS}, got {gate_init!r}"
+    cls = CELLS[cell]
+    H = hidden_size
+    b = np.zeros(cls.n_gates * H, dtype=dtype)
+    if gate_init == "zeros" or cls.keep_gate is None:
+        return b
+    keep = slice(cls.keep_gate * H, (cls.keep_gate + 1) * H)
+    if gate_init == "forget1":
+        if cls.write_gate is not None:
+            b[keep] = 1.0
+        return b
+    assert t_max is not None and t_max >= 1, f"chrono needs t_max >= 1, got {t_max!r}"
+    b[keep] = np.log(rng.uniform(1.0, max(t_max - 1, 1), size=H))
+    if cls.write_gate is not None:
+        b[cls.write_gate * H : (cls.write_gate + 1) * H] = -b[keep]
+    return b
+
+
+def init_params(
+    config: NetworkConfig,
+    rng: np.random.Generator,
+    gate_init: str = "forget1",
+    t_max: int | None = None,
+) -> dict[str, np.ndarray]:
     """Initialise parameters.
 
     Glorot-uniform input and output weights, an orthogonal matrix for each gate block of the
-    recurrent weights (keeps early gradients from vanishing or exploding through time), zero
-    biases, and an LSTM forget-gate bias of 1 so the cell starts out remembering.
+    recurrent weights (keeps early gradients from vanishing or exploding through time), and
+    biases from :func:`gate_bias` (``gate_init``, ``t_max``); the GRU's ``bhn`` starts at 0.
+    The gate biases are drawn after every weight, so the weights of a seed are the same
+    whatever ``gate_init`` is.
 
     Returns
     -------
@@ -184,14 +257,13 @@ def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np
         d_in = H if k > 0 else (config.embedding_dim or V)
         params[f"l{k}.Wx"] = glorot(rng, d_in, G * H, dt)
         params[f"l{k}.Wh"] = np.concatenate([orthogonal(rng, H, dt) for _ in range(G)], axis=1)
-        b = np.zeros(G * H, dtype=dt)
-        if config.cell == "lstm":
-            b[H : 2 * H] = 1.0  # forget gate
-        params[f"l{k}.b"] = b
+        params[f"l{k}.b"] = np.empty(G * H, dtype=dt)  # filled below, after every weight
         if config.cell == "gru":
             params[f"l{k}.bhn"] = np.zeros(H, dtype=dt)
     params["Why"] = glorot(rng, H, V, dt)
     params["by"] = np.zeros(V, dtype=dt)
+    for k in range(config.num_layers):
+        params[f"l{k}.b"][:] = gate_bias(config.cell, H, gate_init, rng, dt, t_max)
     return params
 
 

@@ -65,6 +65,7 @@ import numpy as np
 from charrnn.engine.cells import CELLS
 from charrnn.engine.network import (
     DTYPES,
+    gate_bias,
     glorot,
     is_real,
     log_softmax,
@@ -240,13 +241,20 @@ def param_shapes(config: SeqClfConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def init_params(
+    config: SeqClfConfig,
+    rng: np.random.Generator,
+    gate_init: str = "forget1",
+    t_max: int | None = None,
+) -> dict[str, np.ndarray]:
     """Initialise parameters (shapes in the module docstring).
 
     As in :func:`charrnn.engine.network.init_params`: Glorot input and output weights, orthogonal
-    recurrent blocks, zero biases, LSTM forget bias 1. The input vectors of the padding and
-    unknown symbols start at zero, so a character never seen in training enters the network as
-    a neutral input (its vector gets no gradient and stays zero).
+    recurrent blocks, gate biases from :func:`charrnn.engine.network.gate_bias` (``gate_init``,
+    ``t_max``; drawn after every weight, one layer and direction after the other), other biases
+    zero. The input vectors of the padding and unknown symbols start at zero, so a character
+    never seen in training enters the network as a neutral input (its vector gets no gradient
+    and stays zero).
     """
     dt = np.dtype(config.dtype)
     V, H, G = config.vocab_size, config.hidden_size, CELLS[config.cell].n_gates
@@ -263,10 +271,7 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
                 Wx[neutral] = 0.0  # one-hot rows play the embedding's role
             params[f"l{k}.{d}.Wx"] = Wx
             params[f"l{k}.{d}.Wh"] = np.concatenate([orthogonal(rng, H, dt) for _ in range(G)], 1)
-            b = np.zeros(G * H, dtype=dt)
-            if config.cell == "lstm":
-                b[H : 2 * H] = 1.0
-            params[f"l{k}.{d}.b"] = b
+            params[f"l{k}.{d}.b"] = np.empty(G * H, dtype=dt)  # filled below
             if config.cell == "gru":
                 params[f"l{k}.{d}.bhn"] = np.zeros(H, dtype=dt)
     if config.aux_lm_weight > 0:
@@ -277,6 +282,9 @@ def init_params(config: SeqClfConfig, rng: np.random.Generator) -> dict[str, np.
     params["bout"] = np.zeros(config.n_classes, dtype=dt)
     if config.skip_size:
         params["Wskip"] = np.zeros((config.skip_size, config.n_classes), dtype=dt)
+    for k in range(config.num_layers):
+        for d in config.directions:
+            params[f"l{k}.{d}.b"][:] = gate_bias(config.cell, H, gate_init, rng, dt, t_max)
     return params
 
 

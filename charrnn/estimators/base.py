@@ -25,7 +25,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from charrnn.engine.cells import CELLS
 from charrnn.engine.memory import MemoryEstimate, estimate_for
-from charrnn.engine.network import DTYPES, NetworkConfig
+from charrnn.engine.network import DTYPES, GATE_INITS, NetworkConfig
 from charrnn.engine.optim import OPTIMIZERS, SCHEDULES, LRSchedule, make_optimizer
 from charrnn.engine.training import DivergedError, StopFlag, Trainer, graceful_interrupts
 from charrnn.estimators.memory import check_training_memory
@@ -64,6 +64,11 @@ SHARED_PARAMETERS: dict[str, Param] = {
         "Size of a learned character embedding; None feeds one-hot vectors.",
     ),
     "dropout": Param(Real(0.0, 1.0, high_open=True), "Dropout on each recurrent layer's output."),
+    "gate_init": Param(
+        Options(GATE_INITS),
+        "Initial gate biases: zeros; forget1 (LSTM forget gate 1); chrono (keep gates spread "
+        "over the longest dependency trained on: memory for LSTM and GRU).",
+    ),
     "batch_size": Param(Integer(1), "Sequences per training step."),
     "learning_rate": Param(Real(0.0, low_open=True), "Peak learning rate."),
     "optimizer": Param(Options(options(OPTIMIZERS)), "Update rule (as in torch.optim)."),

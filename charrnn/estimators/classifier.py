@@ -82,6 +82,13 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         element-wise maximum of the top layer's states over the text.
     dropout : float in [0, 1), default=0.0
         Inverted dropout between recurrent layers and on the pooled features.
+    gate_init : {"zeros", "forget1", "chrono"}, default="forget1"
+        How the gate biases start (:func:`charrnn.engine.network.gate_bias`): "forget1" the
+        LSTM's forget-gate bias at 1 and every other bias 0 (the initialisation before this
+        parameter existed); "zeros" every bias 0; "chrono" (Tallec & Ollivier 2018) the keep
+        gates' biases (LSTM forget, GRU update) ``log(u)``, ``u ~ U[1, T - 1]`` with ``T`` the
+        longest training text (in characters), and the LSTM's input-gate bias ``-log(u)``, so
+        memory spans start spread over the whole text. No effect on the vanilla RNN.
     aux_lm_weight : float >= 0, default=0.0
         Also train the recurrent layers as language models of the training texts, with this
         weight on their loss: a small dense head per direction predicts each character from the
@@ -231,6 +238,7 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         bidirectional=False,
         pooling="last",
         dropout=0.0,
+        gate_init="forget1",
         aux_lm_weight=0.0,
         batch_size=32,
         learning_rate=2e-3,
@@ -350,7 +358,11 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         self.classes_ = classes
         self.vocab_ = transfer.widen_vocab(CharVocab.fit(data["texts"]), generators)
         self.config_ = self._network_config(self.vocab_.size, len(classes))
-        self.params_ = seqclf.init_params(self.config_, rng)
+        # chrono prepares for dependencies as long as the longest training text
+        longest = max(len(t) for t in data["texts"])
+        self.params_ = seqclf.init_params(
+            self.config_, rng, gate_init=self.gate_init, t_max=max(longest, 1)
+        )
         transfer.copy_encoder(self.params_, self.vocab_, generators, int(self.num_layers))
         self._average = None
         self.averaged_params_ = None
@@ -521,7 +533,8 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         """Rebuild a fitted classifier from :func:`charrnn.io.load_arrays` output."""
         if header.get("estimator") != ESTIMATOR_NAME:
             raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
-        est = cls(**header["params"])
+        # a file from before gate_init was made with what is now "forget1"
+        est = cls(**{"gate_init": "forget1", **header["params"]})
         est._validate_params()  # the saved parameters pass the same checks as fit's
         est.config_, est.params_ = check_network(
             header, arrays, seqclf.SeqClfConfig, seqclf.param_shapes

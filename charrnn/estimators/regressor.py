@@ -88,6 +88,13 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         series then train well with the default learning rate. False feeds the data as given.
     dropout : float in [0, 1), default=0.0
         Inverted dropout between recurrent layers and on the pooled features.
+    gate_init : {"zeros", "forget1", "chrono"}, default="forget1"
+        How the gate biases start (:func:`charrnn.engine.network.gate_bias`): "forget1" the
+        LSTM's forget-gate bias at 1 and every other bias 0 (the initialisation before this
+        parameter existed); "zeros" every bias 0; "chrono" (Tallec & Ollivier 2018) the keep
+        gates' biases (LSTM forget, GRU update) ``log(u)``, ``u ~ U[1, T - 1]`` with ``T`` the
+        number of steps of a sequence, and the LSTM's input-gate bias ``-log(u)``, so memory
+        spans start spread over the whole sequence. No effect on the vanilla RNN.
     batch_size : int, default=32
     learning_rate : float, default=3e-3
     optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
@@ -179,6 +186,7 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         linear_skip=False,
         standardize=True,
         dropout=0.0,
+        gate_init="forget1",
         batch_size=32,
         learning_rate=3e-3,
         optimizer="adam",
@@ -308,7 +316,10 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
             self.x_mean_, self.x_scale_ = np.zeros(self.n_inputs_), np.ones(self.n_inputs_)
             self.y_mean_, self.y_scale_ = np.zeros(self.n_outputs_), np.ones(self.n_outputs_)
         self.config_ = self._network_config(self.n_inputs_, self.n_outputs_, X.shape[1])
-        self.params_ = seqclf.init_params(self.config_, rng)
+        # chrono prepares for dependencies as long as a sequence
+        self.params_ = seqclf.init_params(
+            self.config_, rng, gate_init=self.gate_init, t_max=int(X.shape[1])
+        )
         # the skip path starts at the ridge fit of the training part, which _make_task knows
         self._skip_init_pending = bool(self.linear_skip)
 
@@ -474,7 +485,8 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
         """Rebuild a fitted regressor from :func:`charrnn.io.load_arrays` output."""
         if header.get("estimator") != ESTIMATOR_NAME:
             raise ValueError(f"file holds a {header.get('estimator')!r}, not a {ESTIMATOR_NAME}")
-        est = cls(**header["params"])
+        # a file from before gate_init was made with what is now "forget1"
+        est = cls(**{"gate_init": "forget1", **header["params"]})
         est._validate_params()  # the saved parameters pass the same checks as fit's
         est.config_, est.params_ = check_network(
             header, arrays, seqclf.SeqClfConfig, seqclf.param_shapes

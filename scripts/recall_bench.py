@@ -1,0 +1,444 @@
+"""Recall benchmark: can rnn, lstm and gru recall a key across LAG steps, with default settings?
+
+The task of issue 18, set up as a learner would with the public estimator
+(:func:`charrnn.diagnostics.recall_documents`, :func:`charrnn.diagnostics.recall_generator`):
+each document is a key (one of four letters), LAG dots, a cue ``?`` and the key again, e.g.
+``C.....?C``; ``CharRNNGenerator.fit`` reads the documents as one stream separated by its
+end-of-document symbol, ``predict`` on a held-out document up to its cue gives the character it
+expects next, and accuracy is the share of held-out documents whose key it names (chance 1/4).
+
+Every run is ``CharRNNGenerator`` with its defaults (``gate_init`` included) apart from what the
+task fixes: one layer of 64 units, ``seq_length = 4 * (LAG + 2)`` (so a BPTT chunk holds about
+four documents and most recalls lie inside one chunk), batches of 32, Adam at 1e-2, no
+validation. The budget is the same for every cell and lag: ``--passes`` passes over
+``--documents`` training documents (the learning-rate schedule, warm-up then cosine decay,
+spans them). A run "recalls" at accuracy >= 0.9; the table gives the median over seeds and the
+range.
+
+Gradient flow: on held-out documents, the norm of the recall loss's gradient with respect to
+the hidden state at the step that read the key, divided by the norm at lag 1
+(:func:`charrnn.diagnostics.recall_gradient_ratio`), at initialisation and after training
+(geometric means over seeds).
+
+    .venv/bin/python scripts/recall_bench.py --jobs 2 --json docs/recall_bench.json \\
+        --plot docs/memory_recall.png
+    .venv/bin/python scripts/recall_bench.py --from-json docs/recall_bench.json   # tables again
+    .venv/bin/python scripts/recall_bench.py --lags 10 --seeds 1 --passes 2   # smoke run
+    .venv/bin/python scripts/recall_bench.py --gate-init forget1   # the initialisation before
+
+Each run trains in one process (``CHARRNN_PARALLEL=0``, one BLAS thread); ``--jobs`` runs
+several at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import click
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from charrnn.diagnostics import (
+    RECALL_N_KEYS,
+    recall_accuracy,
+    recall_documents,
+    recall_generator,
+    recall_gradient_ratio,
+    recall_stream_accuracy,
+)
+from charrnn.engine.network import GATE_INITS
+from charrnn.io import atomic_write
+
+CELLS = ("rnn", "lstm", "gru")
+RECALLS = 0.9  # accuracy at which a run counts as recalling
+TEST_SEED = 10_000  # held-out documents: the same for every cell and seed
+N_GRADIENT_DOCS = 64  # held-out documents the gradient ratio is averaged over
+
+
+def _int_list(ctx, param, value: str) -> list[int]:
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not items or min(items) < 0:
+        raise click.BadParameter(f"expected non-negative integers, got {value!r}")
+    return items
+
+
+def _cell_list(ctx, param, value: str) -> list[str]:
+    cells = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [c for c in cells if c not in CELLS]
+    if bad or not cells:
+        raise click.BadParameter(f"cells must be among {','.join(CELLS)}, got {value!r}")
+    return cells
+
+
+def run_one(cell, lag, seed, *, documents, passes, gate_init, test):
+    """Train one model on the recall task at ``lag``; return its measurements."""
+    train = recall_documents(documents, lag, np.random.default_rng([seed, lag]))
+    extra = {} if gate_init is None else {"gate_init": gate_init}
+    model = recall_generator(cell, lag, max_iter=passes, random_state=seed, **extra)
+    initial = recall_generator(cell, lag, random_state=seed, **extra).initialize(train)
+    ratio_init = recall_gradient_ratio(initial, test[:N_GRADIENT_DOCS])
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter ending the run is the budget, not a problem
+        model.fit(train)
+    seconds = time.perf_counter() - t0
+    return {
+        "cell": cell,
+        "lag": lag,
+        "seed": seed,
+        "gate_init": model.gate_init,
+        "accuracy": recall_accuracy(model, test, n_context=0),
+        "stream_accuracy": recall_stream_accuracy(model, test),
+        "grad_ratio": recall_gradient_ratio(model, test[:N_GRADIENT_DOCS]),
+        "grad_ratio_init": ratio_init,
+        "updates": model.history_[-1]["step"],
+        "passes": model.n_iter_,
+        "chars": model.n_chars_seen_,
+        "train_seconds": round(seconds, 2),
+        "final_train_loss": model.history_[-1]["train_loss"],
+    }
+
+
+def _run_limited(cell, lag, seed, **kwargs):
+    # one process per run: no worker processes of its own, one BLAS thread
+    os.environ["CHARRNN_PARALLEL"] = "0"
+    with threadpool_limits(1, user_api="blas"):
+        return run_one(cell, lag, seed, **kwargs)
+
+
+class _Serial:
+    """The part of an executor's interface used here, running each call at once."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args, **kwargs):
+        fut = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def _geomean(values):
+    v = np.asarray([x for x in values if x > 0 and math.isfinite(x)])
+    return float(np.exp(np.log(v).mean())) if v.size else float("nan")
+
+
+def summarise(records, cells, lags):
+    """Per (cell, lag): median, lowest and highest accuracy, runs that recall, gradient ratios."""
+    rows = {}
+    for cell in cells:
+        for lag in lags:
+            rs = [r for r in records if r["cell"] == cell and r["lag"] == lag]
+            if not rs:
+                continue
+            acc = [r["accuracy"] for r in rs]
+            stream = [r["stream_accuracy"] for r in rs]
+            rows[(cell, lag)] = {
+                "median_accuracy": float(np.median(acc)),
+                "min_accuracy": float(np.min(acc)),
+                "max_accuracy": float(np.max(acc)),
+                "recalled": sum(a >= RECALLS for a in acc),
+                "median_stream_accuracy": float(np.median(stream)),
+                "min_stream_accuracy": float(np.min(stream)),
+                "max_stream_accuracy": float(np.max(stream)),
+                "runs": len(rs),
+                "grad_ratio": _geomean(r["grad_ratio"] for r in rs),
+                "grad_ratio_init": _geomean(r["grad_ratio_init"] for r in rs),
+            }
+    return rows
+
+
+def _accuracy_table(rows, cells, lags, key) -> list[str]:
+    out = ["| lag | " + " | ".join(cells) + " |", "|---:|" + "---:|" * len(cells)]
+    for lag in lags:
+        cellv = []
+        for cell in cells:
+            r = rows.get((cell, lag))
+            cellv.append(
+                ""
+                if r is None
+                else f"{r['median_' + key]:.2f} [{r['min_' + key]:.2f}, {r['max_' + key]:.2f}]"
+            )
+        out.append(f"| {lag} | " + " | ".join(cellv) + " |")
+    return out
+
+
+def markdown_tables(rows, cells, lags) -> str:
+    chance = f"chance 1/{RECALL_N_KEYS} = {1 / RECALL_N_KEYS:.2f}"
+    out = [
+        f"Recall with predict (each held-out document from the zero state): median over seeds "
+        f"[lowest, highest] ({chance})",
+        "",
+        *_accuracy_table(rows, cells, lags, "accuracy"),
+        "",
+        "Recall in the stream (held-out documents read as training reads them, the state "
+        "carried from one document to the next): median [lowest, highest]",
+        "",
+        *_accuracy_table(rows, cells, lags, "stream_accuracy"),
+        "",
+        "Gradient reaching the key: ||dL/dh|| at the key step (lag LAG+1) / at lag 1, "
+        "trained (initialised), geometric mean over seeds",
+        "",
+        "| lag | " + " | ".join(cells) + " |",
+        "|---:|" + "---:|" * len(cells),
+    ]
+    for lag in lags:
+        cellv = []
+        for cell in cells:
+            r = rows.get((cell, lag))
+            cellv.append("" if r is None else f"{r['grad_ratio']:.1e} ({r['grad_ratio_init']:.1e})")
+        out.append(f"| {lag} | " + " | ".join(cellv) + " |")
+    return "\n".join(out)
+
+
+def plot(records, rows, cells, lags, path: Path, title: str) -> None:
+    """Left: recall accuracy against lag (predict: median, range and one dot per run; in the
+    stream: median). Right: gradient ratio."""
+    from matplotlib.figure import Figure
+
+    colours = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+    jitter = {"rnn": 0.95, "lstm": 1.0, "gru": 1.05}
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for cell in cells:
+        c = colours[cell]
+        xs = [lag for lag in lags if (cell, lag) in rows]
+        med = np.array([rows[(cell, x)]["median_accuracy"] for x in xs])
+        lo = med - [rows[(cell, x)]["min_accuracy"] for x in xs]
+        hi = [rows[(cell, x)]["max_accuracy"] for x in xs] - med
+        ax1.errorbar(
+            [x * jitter[cell] for x in xs],
+            med,
+            yerr=[lo, hi],
+            fmt="-o",
+            color=c,
+            capsize=3,
+            label=f"{cell}: predict (median, range)",
+        )
+        ax1.plot(
+            xs,
+            [rows[(cell, x)]["median_stream_accuracy"] for x in xs],
+            "--",
+            color=c,
+            alpha=0.7,
+            label=f"{cell}: in the stream (median)",
+        )
+        runs = [r for r in records if r["cell"] == cell]
+        ax1.scatter(
+            [r["lag"] * jitter[cell] for r in runs],
+            [r["accuracy"] for r in runs],
+            color=c,
+            alpha=0.35,
+            s=14,
+        )
+        ax2.plot(
+            xs, [rows[(cell, x)]["grad_ratio"] for x in xs], "-o", color=c, label=f"{cell} trained"
+        )
+        ax2.plot(
+            xs,
+            [rows[(cell, x)]["grad_ratio_init"] for x in xs],
+            "--",
+            color=c,
+            alpha=0.6,
+            label=f"{cell} initialised",
+        )
+    ax1.axhline(1 / RECALL_N_KEYS, color="grey", linestyle=":", label="chance")
+    ax1.axhline(RECALLS, color="grey", linestyle="--", linewidth=0.8)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xticks(lags, [str(x) for x in lags])
+        ax.set_xlabel("lag (dots between key and cue)")
+        ax.grid(True, alpha=0.3)
+    ax1.set_ylim(0, 1.02)
+    ax1.set_ylabel("recall accuracy")
+    ax1.set_title("recall of the key after the cue", fontsize=10)
+    ax1.legend(fontsize=8)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("||dL/dh|| at the key step / at lag 1")
+    ax2.set_title("gradient reaching the key", fontsize=10)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120)
+
+
+def _budget(settings) -> str:
+    gate = settings["gate_init"] or "the default"
+    return (
+        f"{settings['passes']} passes over {settings['documents']} documents, hidden 64, "
+        f"batch 32, seq_length 4 * (lag + 2), Adam 1e-2, gate_init {gate}"
+    )
+
+
+def _report(records, settings, elapsed, plot_path) -> None:
+    """Print the tables and a one-line description of the budget; draw the figure."""
+    cells = [c for c in settings["cells"] if any(r["cell"] == c for r in records)]
+    lags = [g for g in settings["lags"] if any(r["lag"] == g for r in records)]
+    rows = summarise(records, cells, lags)
+    click.echo(markdown_tables(rows, cells, lags))
+    took = "" if elapsed is None else f", {elapsed / 60:.1f} min"
+    click.echo(f"\n{len(records)} runs{took}; {_budget(settings)}")
+    if plot_path is not None:
+        title = f"recall task, {settings['seeds']} seed(s) per lag:\n{_budget(settings)}"
+        plot(records, rows, cells, lags, plot_path, title)
+        click.echo(f"plot written to {plot_path}", err=True)
+
+
+def _write_json(path, settings, records, cells, lags, elapsed=None):
+    rows = summarise(records, cells, lags)
+    summary = [{"cell": c, "lag": g, **v} for (c, g), v in rows.items()]
+    doc = {"settings": settings, "runs": records, "summary": summary, "elapsed_s": elapsed}
+    with atomic_write(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+@click.command()
+@click.option(
+    "--lags",
+    default="10,20,50,100,200",
+    show_default=True,
+    callback=_int_list,
+    help="Comma-separated numbers of dots between key and cue.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Runs per (cell, lag), seeds 0..N-1.",
+)
+@click.option("--cells", default=",".join(CELLS), show_default=True, callback=_cell_list)
+@click.option(
+    "--documents",
+    type=click.IntRange(32),
+    default=1000,
+    show_default=True,
+    help="Training documents per run.",
+)
+@click.option(
+    "--passes",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Passes over the training documents (max_iter).",
+)
+@click.option(
+    "--gate-init",
+    type=click.Choice(GATE_INITS),
+    default=None,
+    show_default="the estimator's default",
+    help="gate_init of every run.",
+)
+@click.option(
+    "--n-test", type=click.IntRange(1), default=200, show_default=True, help="Held-out documents."
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Runs trained at the same time, in separate processes.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every run and the summary here (updated after each run).",
+)
+@click.option(
+    "--from-json",
+    "from_json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Do not train: print the tables (and --plot) from the runs saved by an earlier --json.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the figure here (needs matplotlib).",
+)
+def main(
+    lags, seeds, cells, documents, passes, gate_init, n_test, jobs, json_path, from_json, plot_path
+):
+    """Recall a key across LAG dots: rnn vs lstm vs gru, default settings, same budget."""
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--plot needs matplotlib") from None
+    if from_json is not None:
+        saved = json.loads(from_json.read_text(encoding="utf-8"))
+        _report(saved["runs"], saved["settings"], saved.get("elapsed_s"), plot_path)
+        return
+    settings = {
+        "lags": lags,
+        "seeds": seeds,
+        "cells": cells,
+        "documents": documents,
+        "passes": passes,
+        "gate_init": gate_init,
+        "n_test": n_test,
+        "jobs": jobs,
+        "load_before": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    tests = {
+        lag: recall_documents(n_test, lag, np.random.default_rng([TEST_SEED, lag])) for lag in lags
+    }
+    # the longest runs first, so the last ones to finish are short
+    order = [
+        (lag, seed, cell)
+        for lag in sorted(lags, reverse=True)
+        for seed in range(seeds)
+        for cell in cells
+    ]
+    records = []
+    t_start = time.perf_counter()
+    common = dict(documents=documents, passes=passes, gate_init=gate_init)
+    # Every run is seeded on its own, so the results do not depend on --jobs or on the order.
+    with ProcessPoolExecutor(jobs) if jobs > 1 else _Serial() as pool:
+        futures = [
+            pool.submit(_run_limited, cell, lag, seed, test=tests[lag], **common)
+            for lag, seed, cell in order
+        ]
+        for fut in as_completed(futures):
+            rec = fut.result()
+            records.append(rec)
+            click.echo(
+                f"lag {rec['lag']:>4} seed {rec['seed']} {rec['cell']:<4} accuracy "
+                f"{rec['accuracy']:.3f} (stream {rec['stream_accuracy']:.3f})  grad ratio "
+                f"{rec['grad_ratio']:.1e} "
+                f"(init {rec['grad_ratio_init']:.1e})  {rec['updates']} updates, "
+                f"{rec['train_seconds']:.1f} s",
+                err=True,
+            )
+            if json_path is not None:
+                _write_json(json_path, settings, records, cells, lags)
+    records.sort(key=lambda r: (r["lag"], r["seed"], cells.index(r["cell"])))
+    elapsed = time.perf_counter() - t_start
+    settings["load_after"] = os.getloadavg()[0]
+    if json_path is not None:
+        _write_json(json_path, settings, records, cells, lags, elapsed)
+    _report(records, settings, elapsed, plot_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
