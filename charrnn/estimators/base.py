@@ -148,6 +148,7 @@ _FITTED_RULES = {
     "stop_reason_": (lambda v: v is None or isinstance(v, str), "a string"),
     "diverged_": (lambda v: v is None or isinstance(v, bool), "a bool"),
 }
+_REQUIRED_COUNTS = ("n_iter_", "n_chars_seen_")
 # The fields of a history record that are numbers (or None): what `charrnn info` prints.
 _RECORD_NUMBERS = (
     "epoch",
@@ -171,6 +172,10 @@ def check_saved_history(fitted) -> None:
     """
     if not isinstance(fitted, dict):
         raise ValueError(f"has fitted attributes that are not a dict ({type(fitted).__name__})")
+    for name in _REQUIRED_COUNTS:
+        # what every estimator reports (charrnn info, n_iter_ for warm starts) has no default
+        if name not in fitted:
+            raise ValueError(f"has no fitted attribute {name}")
     for name, (ok, what) in _FITTED_RULES.items():
         if name in fitted and not ok(fitted[name]):
             raise ValueError(f"has fitted attribute {name}={fitted[name]!r:.60}; expected {what}")
