@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -238,6 +238,7 @@ class Trainer:
         total_epochs_for_schedule: int | None = None,
         max_steps: int | None = None,
         schedule_span: tuple[float, float] = (0.0, 1.0),
+        steps: ParallelSteps | None = None,
     ) -> Progress:
         """Train until ``max_epochs`` passes, ``max_time`` seconds, a stopping rule or a flag.
 
@@ -255,10 +256,14 @@ class Trainer:
         ``(start, end)`` maps this run's progress (the larger of its share of the steps and of
         ``max_time``) onto that stretch of the learning-rate schedule, so that two runs can
         share one schedule (:meth:`RecurrentEstimator._fit`'s final stretch on all the text).
+        ``steps``, an open :class:`~charrnn.parallel.ParallelSteps` for the task's streams,
+        lets such runs share their worker processes and BLAS timing (which cost seconds to
+        start); the caller closes it. By default each run opens and closes its own.
         """
         self.max_steps = max_steps
-        self.steps = ParallelSteps(self.task.n_streams, tune=self.tune_blas)
-        with self.steps:
+        own = steps is None
+        self.steps = ParallelSteps(self.task.n_streams, tune=self.tune_blas) if own else steps
+        with self.steps if own else nullcontext():
             try:
                 return self._loop(
                     max_epochs,

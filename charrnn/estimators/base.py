@@ -39,6 +39,7 @@ from charrnn.estimators.params import (
     options,
     validate_params,
 )
+from charrnn.parallel import ParallelSteps
 
 __all__ = ["EVALUATION_BAR_DELAY", "SHARED_PARAMETERS", "RecurrentEstimator", "evaluation_bar"]
 
@@ -349,21 +350,28 @@ class RecurrentEstimator(BaseEstimator):
             # a loaded state brings back the decay it was saved with; the parameter wins
             trainer.optimizer.weight_decay = self.weight_decay
         share = 0.0 if incremental or not task.has_validation else self._final_stretch_share()
-        self._run_trainer(
-            trainer,
-            resuming,
-            1 if incremental else self.max_iter,
-            incremental,
-            on_epoch,
-            on_step,
-            stop_flag,
-            share,
-        )
-        if share > 0 and self.stop_reason_ in FINAL_STRETCH_AFTER:
-            self._final_stretch(data, trainer, share, on_step, stop_flag)
+        # both parts share one way of running steps: worker processes and BLAS timing cost
+        # seconds to start, a large part of a short final stretch
+        steps = ParallelSteps(task.n_streams, tune=trainer.tune_blas) if share > 0 else None
+        with steps if steps is not None else contextlib.nullcontext():
+            self._run_trainer(
+                trainer,
+                resuming,
+                1 if incremental else self.max_iter,
+                incremental,
+                on_epoch,
+                on_step,
+                stop_flag,
+                share,
+                steps,
+            )
+            if share > 0 and self.stop_reason_ in FINAL_STRETCH_AFTER:
+                self._final_stretch(data, trainer, share, on_step, stop_flag, steps)
         return self
 
-    def _final_stretch(self, data, first: Trainer, share: float, on_step, stop_flag) -> None:
+    def _final_stretch(
+        self, data, first: Trainer, share: float, on_step, stop_flag, steps=None
+    ) -> None:
         """Train on all the data, held-out part included, over the schedule's last ``share``.
 
         ``first`` is the validated part's trainer, its weights settled (the best pass's under
@@ -408,6 +416,7 @@ class RecurrentEstimator(BaseEstimator):
                     max_time=time_left,
                     max_steps=n_steps,
                     schedule_span=(1.0 - share, 1.0),
+                    steps=steps,
                     n_iter_no_change=2**31,
                     stop_flag=flag,
                     on_step=step_done,
@@ -442,7 +451,16 @@ class RecurrentEstimator(BaseEstimator):
         self._keep_training_state(first)
 
     def _run_trainer(
-        self, trainer, resuming, epochs, incremental, on_epoch, on_step, stop_flag, share=0.0
+        self,
+        trainer,
+        resuming,
+        epochs,
+        incremental,
+        on_epoch,
+        on_step,
+        stop_flag,
+        share=0.0,
+        steps=None,
     ) -> None:
         """Run ``trainer`` with the progress bar and interrupt handling; settle the outcome.
 
@@ -485,6 +503,7 @@ class RecurrentEstimator(BaseEstimator):
                     if incremental or self.max_time is None
                     else self.max_time * (1.0 - share),
                     schedule_span=(0.0, 1.0 - share),
+                    steps=steps,
                     early_stopping=early,
                     n_iter_no_change=self.n_iter_no_change if not incremental else 2**31,
                     tol=self.tol,
