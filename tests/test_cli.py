@@ -56,7 +56,9 @@ def trained(tmp_path_factory):
     model = d / "m.npz"
     env = {"CHARRNN_MODELS_DIR": str(d / "models"), CORPORA_ENV: str(d / "corpora")}
     args = ["train", str(corpus), "--model", str(model), "--max-iter", "2"]
-    result = CliRunner(env=env).invoke(cli, [*args, "--no-early-stopping", *TINY])
+    # no final stretch: the held-out tail stays unseen, so evaluate can check it
+    args += ["--no-early-stopping", "--refit-fraction", "0"]
+    result = CliRunner(env=env).invoke(cli, [*args, *TINY])
     assert result.exit_code == 0, result.output
     return SimpleNamespace(corpus=corpus, model=model, gen=load(model))
 
@@ -120,8 +122,10 @@ def test_train_defaults_are_the_estimators():
     for name in covered:
         expected = TRAIN_DEFAULTS.get(name, signature[name].default)
         assert options[name].default == expected, name
-    # the only deliberate difference: a bare `charrnn train` fits in 15 minutes
-    assert set(TRAIN_DEFAULTS) == {"max_time"} and TRAIN_DEFAULTS["max_time"] <= 840
+    # the deliberate differences: a bare `charrnn train` fits in 15 minutes, its time budget
+    # governs, it ends on all the text and chooses dropout by corpus size
+    assert set(TRAIN_DEFAULTS) == {"max_time", "max_iter", "refit_fraction", "dropout"}
+    assert TRAIN_DEFAULTS["max_time"] <= 840 and TRAIN_DEFAULTS["dropout"] is None
     help_text = " ".join(run("train", "--help").output.split())
     assert f"[default: {signature['hidden_size'].default}; x>=1]" in help_text
 
@@ -249,6 +253,14 @@ def test_evaluate_training_text_matches_training_validation(trained):
     assert "unknown characters: none" in result.output
 
 
+def test_evaluate_says_the_final_stretch_trained_on_the_held_out_text(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    run("train", corpus, "--model", tmp_path / "s.npz", "--max-iter", "1", *TINY)
+    result = run("evaluate", "-m", tmp_path / "s.npz", corpus)
+    _losses(result.output, "validation split (last 10%, held out, then trained on)")
+
+
 def test_evaluate_counts_unknown_characters(trained, tmp_path):
     (tmp_path / "x.txt").write_text("the cat QQ sat on Z mat\n" * 5, encoding="utf-8")
     result = run("evaluate", "-m", trained.model, "x.txt")
@@ -281,7 +293,7 @@ def test_info_describes_the_model(trained):
     gen = trained.gen
     assert f"parameter count: {network.n_parameters(gen.params_):,}" in out
     assert f"vocabulary: {gen.vocab_.size} symbols" in out
-    assert "hidden_size         = 8" in out
+    assert re.search(r"^\s*hidden_size\s+= 8$", out, re.M)
     rows = re.findall(r"^\s+\d\+?\s+[\d.]+\s+[\d.-]+\s+[\d,]+", out, re.M)
     assert len(rows) == len(gen.history_) == 2
     assert f"best validation loss: {-gen.best_validation_score_:.4f} nats/char" in out

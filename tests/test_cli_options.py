@@ -122,7 +122,7 @@ def test_option_matches_the_table(name):
 
 def test_zero_stands_for_none_where_the_rule_allows():
     exposed = {name for name in EXPOSED if zero_means_none(TABLE[name].rule)}
-    assert exposed == {"embedding_dim", "clip_norm", "max_time"}
+    assert exposed == {"embedding_dim", "clip_norm", "max_time", "max_validation_chars"}
     assert zero_means_none(Integer(1, none_ok=True))
     assert not zero_means_none(Integer(1))
     assert not zero_means_none(Integer(2, none_ok=True))  # 1 would be let through

@@ -394,7 +394,51 @@ def test_ctrl_c_during_the_final_evaluation_is_a_clean_message(corpus, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_train, "final_validation_loss", interrupted)
+    monkeypatch.setattr(cli_train, "final_validation", interrupted)
     result = run("train", corpus, "--model", "m.npz", "--max-iter", "1", *TINY, code=130)
     assert "Interrupted during the final evaluation; m.npz is saved" in result.output
     assert load("m.npz").n_iter_ == 1
+
+
+# --------------------------------------------------------------------------------------------
+# What was held out, what the final model saw, and where the samples come from
+
+
+def test_summary_says_what_was_held_out_and_what_the_final_model_saw(tmp_path):
+    # long enough for a held-out tail of several streams (so a standard error)
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(n_lines=800), encoding="utf-8")
+    n = len(corpus.read_text(encoding="utf-8"))
+    result = run("train", corpus, "--max-iter", "2", *TINY)
+    assert TRAIN_DEFAULTS["refit_fraction"] > 0
+    assert re.search(
+        r"Held out for validation: the last 10% of the text \([\d,]+ of ", result.output
+    )
+    assert f"The final model then trained on all {n:,} characters" in result.output
+    gen = load(tmp_path / "models" / "tiny.npz")
+    assert gen.final_stretch_["steps"] > 0
+    assert gen.dropout is None and "chosen by corpus size" in result.output
+    assert re.search(
+        r"validation loss: [\d.]+ nats/char \([\d.]+ bits/char\), standard error", result.output
+    )
+    kept = run("train", corpus, "--max-iter", "2", "--refit-fraction", "0", "-m", "k.npz", *TINY)
+    assert "never trained on the held-out part" in kept.output
+    assert load(tmp_path / "k.npz").final_stretch_ is None
+
+
+def test_samples_come_from_the_weights_that_are_saved(corpus, tmp_path, monkeypatch):
+    from charrnn.estimators.generator import CharRNNGenerator
+
+    seen = []
+    real_sample = CharRNNGenerator.sample
+
+    def sample(self, *args, **kwargs):
+        seen.append({k: v.copy() for k, v in self.params_.items()})
+        return real_sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(CharRNNGenerator, "sample", sample)
+    run("train", corpus, "--max-iter", "2", *TINY)
+    saved = load(tmp_path / "models" / "tiny.npz").params_
+    assert len(seen) == 3  # one per pass, then the final one
+    for name, value in saved.items():
+        np.testing.assert_array_equal(seen[-1][name], value)

@@ -54,7 +54,8 @@ def evaluate(model, corpus_source, encoding, errors):
         unknown = gen.vocab_.unknown_chars(corpus.text)
         n_unknown = int(np.count_nonzero(ids == gen.vocab_.UNK_ID))
         click.echo(f"model {path} on {corpus.source} ({corpus.path})")
-        click.echo(_loss_line("whole text", corpus.n_chars, text_loss(gen, ids)))
+        whole = text_loss(gen, ids, progress=True)
+        click.echo(_loss_line("whole text", corpus.n_chars, whole))
         fraction = None
         if corpus.named:
             fraction = CORPORA[corpus.source].validation_fraction
@@ -62,7 +63,10 @@ def evaluate(model, corpus_source, encoding, errors):
         elif gen.validation_fraction > 0 and _trained_on(gen, corpus):
             fraction = gen.validation_fraction
             label = f"validation split (last {fraction:.0%}, held out in training)"
-        held_out = held_out_loss(gen, ids, fraction) if fraction else None
+            if getattr(gen, "final_stretch_", None) is not None:
+                # the final stretch trained on it: its loss no longer measures unseen text
+                label = f"validation split (last {fraction:.0%}, held out, then trained on)"
+        held_out = held_out_loss(gen, ids, fraction, progress=True) if fraction else None
         if held_out is not None:
             click.echo(_loss_line(label, *held_out))
     if unknown:

@@ -70,6 +70,7 @@ FLAGS: dict[str, tuple[str, ...]] = {
 # How a default of None is shown, where plain "None" would say less than it could.
 NONE_SHOWN: dict[str, str] = {
     "embedding_dim": "0 = one-hot",
+    "dropout": "auto by corpus size",
     "max_time": "0 = no limit",
     "weight_decay": "the optimiser's: 0, adamw 0.01",
     "random_state": "random",

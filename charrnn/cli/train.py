@@ -39,7 +39,8 @@ from charrnn.data.corpus import CorpusText, fingerprint_mismatch
 from charrnn.data.textfile import TextCorpus
 from charrnn.engine import network
 from charrnn.engine.training import StopFlag
-from charrnn.estimators.evaluation import final_validation_loss
+from charrnn.estimators.base import evaluation_bar
+from charrnn.estimators.evaluation import final_validation
 from charrnn.estimators.generator import CharRNNGenerator
 from charrnn.io import check_writable
 from charrnn.locks import model_lock
@@ -47,8 +48,12 @@ from charrnn.locks import model_lock
 __all__ = ["TRAIN_DEFAULTS", "train"]
 
 # Where `charrnn train` deliberately differs from the estimator: a bare `charrnn train` (and so
-# `make train`) must finish within 15 minutes, corpus build and final evaluation included.
-TRAIN_DEFAULTS = {"max_time": 780.0}
+# `make train`) must finish within 15 minutes, corpus build and final evaluation included, and
+# the time budget governs rather than a pass count (so a small corpus is not stopped after 10
+# quick passes: early stopping ends it when validation says so), the last tenth of the
+# training is spent on all the text, held-out part included, and dropout is chosen by the
+# corpus size (docs/benchmarks.md, "Using all the text").
+TRAIN_DEFAULTS = {"max_time": 780.0, "max_iter": 1000, "refit_fraction": 0.1, "dropout": None}
 
 EPOCH_SAMPLE_LENGTH = 120
 FINAL_SAMPLE_LENGTH = 200
@@ -72,6 +77,8 @@ _FIXED_ON_RESUME = (
     "batch_size",
     "optimizer",
     "validation_fraction",
+    "max_validation_chars",
+    "refit_fraction",
     "dtype",
     "random_state",
 )
@@ -151,7 +158,7 @@ def _train(ctx, corpus, model, resume, overwrite, encoding, errors, hyper) -> No
     else:
         click.echo(f"Training a new model on {corpus.source} ({corpus.n_chars:,} characters)")
         gen.training_corpus_ = corpus.fingerprint()
-    run = _TrainingRun(gen, model)
+    run = _TrainingRun(gen, model, corpus.n_chars)
     run.fit(corpus.data, resume)
     _finish(ctx, run, corpus, encoding, errors)
 
@@ -241,7 +248,7 @@ def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: CorpusText) ->
             hidden_size=gen.hidden_size,
             num_layers=gen.num_layers,
             embedding_dim=gen.embedding_dim,
-            dropout=float(gen.dropout),
+            dropout=float(gen.dropout or 0.0),  # no weight of its own: any value will do
             dtype=gen.dtype,
         )
         # the shapes only: the weights themselves are made by fit, once the memory is checked
@@ -265,9 +272,12 @@ def _check_disk_space(model: Path, gen: CharRNNGenerator, corpus: CorpusText) ->
 class _TrainingRun:
     """Callbacks for ``fit``: progress bar, saves and samples at pass ends."""
 
-    def __init__(self, gen: CharRNNGenerator, model: Path) -> None:
+    def __init__(self, gen: CharRNNGenerator, model: Path, n_chars: int) -> None:
         self.gen = gen
         self.model = model
+        self.n_symbols = n_chars + 1  # the text and its end-of-document symbol
+        self.trainer = None
+        self.validated_elapsed = 0.0
         self.flag = StopFlag()
         self.bar = None
         self.val_loss: float | None = None
@@ -305,37 +315,57 @@ class _TrainingRun:
                     on_step=self.on_step,
                     stop_flag=self.flag,
                     resume=resume,
+                    evaluation_progress=evaluation_bar,
                 )
             finally:
                 if self.bar is not None:
                     self.bar.close()
         self.caught = list(caught)
 
+    def _open_bar(self, gen, trainer) -> None:
+        """A bar for the validated part (passes x steps, or seconds under a time budget),
+        or for the final stretch on all the text (its steps)."""
+        p = trainer.progress
+        if self.bar is not None:
+            self.bar.close()
+        if trainer.max_steps is not None:  # the final stretch
+            self.write(
+                f"Final stretch: all {self.n_symbols - 1:,} characters, held-out part "
+                f"included, for up to {trainer.max_steps:,} steps at the schedule's last "
+                "learning rates"
+            )
+            total, initial = trainer.max_steps, p.step - 1
+        else:
+            total = gen.max_iter * trainer.steps_per_pass
+            initial = p.epoch * trainer.steps_per_pass + p.chunk - 1
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="step",
+            disable=None,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+        )
+        self.trainer = trainer
+        self.start = (p.step - 1, p.elapsed, p.chars_seen - int(trainer.chars_per_step))
+        self.last_log = time.monotonic()
+
     def on_step(self, gen, trainer, loss, grad_norm, lr) -> bool:
         p = trainer.progress
-        n_chunks = trainer.steps_per_pass
-        position = p.epoch * n_chunks + p.chunk
-        if self.bar is None:
-            self.bar = tqdm(
-                total=gen.max_iter * n_chunks,
-                initial=position - 1,
-                unit="step",
-                disable=None,
-                dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
-            )
-            self.start = (p.step - 1, p.elapsed, p.chars_seen - int(trainer.chars_per_step))
-            self.last_log = time.monotonic()
+        if self.bar is None or trainer is not self.trainer:
+            self._open_bar(gen, trainer)
         self.bar.update(1)
         if p.step % 10 and not self.bar.disable:
             return False
         steps = p.step - self.start[0]
         spent = max(p.elapsed - self.start[1], 1e-9)
-        left = (self.bar.total - position) * spent / steps
+        left = (self.bar.total - self.bar.n) * spent / steps
         if gen.max_time is not None:
-            left = min(left, max(0.0, gen.max_time - p.elapsed))
+            # the stretch's trainer counts its own seconds, after those of the validated part
+            used = p.elapsed + (self.validated_elapsed if trainer.max_steps is not None else 0.0)
+            left = min(left, max(0.0, gen.max_time - used))
         stats = {"loss": f"{loss:.3f}"}
-        if self.val_loss is not None:
+        if self.val_loss is not None and trainer.max_steps is None:
             stats["val"] = f"{self.val_loss:.3f}"
         stats["chars/s"] = f"{(p.chars_seen - self.start[2]) / spent:,.0f}"
         stats["left"] = tqdm.format_interval(left)
@@ -344,17 +374,19 @@ class _TrainingRun:
         elif time.monotonic() - self.last_log >= LOG_EVERY_SECONDS:
             self.last_log = time.monotonic()
             line = ", ".join(f"{k} {v}" for k, v in stats.items())
-            click.echo(f"step {position:,}/{self.bar.total:,}: {line}")
+            click.echo(f"step {self.bar.n:,}/{self.bar.total:,}: {line}")
         return False
 
     def on_epoch(self, gen, record) -> bool:
         self.val_loss = record["val_loss"]
+        self.validated_elapsed = record["elapsed"]
         saved = self.save()
         line = f"pass {record['epoch']}/{gen.max_iter}: train loss {record['train_loss']:.4f}"
         if record["val_loss"] is not None:
-            line += f", validation loss {record['val_loss']:.4f}"
+            line += f", validation loss {_plus_minus(record['val_loss'], record)}"
         line += " nats/char; " + (f"saved {self.model}" if saved else "NOT saved")
         self.write(line)
+        # from the weights just saved (item 5 of issue 17: what is shown is what is kept)
         sample = gen.sample(
             1,
             EPOCH_SAMPLE_LENGTH,
@@ -364,6 +396,12 @@ class _TrainingRun:
         )[0]
         self.write(f"---\n{sample}\n---")
         return False
+
+
+def _plus_minus(loss: float, record: dict) -> str:
+    """``1.4523 +/- 0.0061`` (with the standard error of a validation score), or the loss."""
+    stderr = record.get("val_stderr")
+    return f"{loss:.4f}" if stderr is None else f"{loss:.4f} +/- {stderr:.4f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,9 +454,7 @@ def _finish(ctx, run: _TrainingRun, corpus: CorpusText, encoding: str, errors: s
     )
     try:
         with library_errors():
-            label, loss = "validation loss", final_validation_loss(gen, corpus.data)
-            if loss is None:
-                label, loss = "training loss (no validation split)", _last_training_loss(gen)
+            validation = final_validation(gen, corpus.data, progress=True)
             sample = gen.sample(
                 1,
                 FINAL_SAMPLE_LENGTH,
@@ -430,7 +466,14 @@ def _finish(ctx, run: _TrainingRun, corpus: CorpusText, encoding: str, errors: s
         # the model is already saved: Ctrl-C here only skips the report
         click.echo(f"\nInterrupted during the final evaluation; {model} is saved.", err=True)
         ctx.exit(128 + int(signal.SIGINT))
-    click.echo(f"{label}: {loss:.4f} nats/char ({loss / math.log(2):.4f} bits/char)")
+    if gen.dropout is None:
+        n_weights = sum(p.size for p in gen.params_.values())
+        click.echo(
+            f"Dropout {gen.config_.dropout:g}, chosen by corpus size ({corpus.n_chars:,} "
+            f"characters for {n_weights:,} weights; --dropout sets it)."
+        )
+    for line in _describe_data(gen, corpus.n_chars + 1, validation):
+        click.echo(line)
     click.echo(f"sample ({FINAL_SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}):")
     click.echo(sample)
     command = ["charrnn", "train", corpus.source, "--model", str(model), "--resume"]
@@ -438,6 +481,13 @@ def _finish(ctx, run: _TrainingRun, corpus: CorpusText, encoding: str, errors: s
         command += ["--encoding", encoding]
     if errors != "strict":
         command += ["--errors", errors]
+    stretch = gen.final_stretch_
+    if stretch is not None and stretch["stop_reason"].startswith("interrupted"):
+        click.echo(
+            "Training was interrupted during its final stretch on all the text; the weights "
+            f"trained so far are saved in {model}."
+        )
+        ctx.exit(128 + int(getattr(signal, run.flag.signal_name, signal.SIGINT)))
     if gen.stop_reason_.startswith("interrupted"):
         click.echo(f"Training was interrupted. To resume:\n  {shlex.join(command)}")
         signum = getattr(signal, run.flag.signal_name, signal.SIGINT)
@@ -445,3 +495,52 @@ def _finish(ctx, run: _TrainingRun, corpus: CorpusText, encoding: str, errors: s
     if gen.stop_reason_ == "max_time":
         budget = f"{2 * gen.max_time:g}"
         click.echo(f"To train longer:\n  {shlex.join([*command, '--max-time', budget])}")
+
+
+def _describe_data(gen: CharRNNGenerator, n_symbols: int, validation: dict | None) -> list[str]:
+    """What was held out, how it scored, and what the final model trained on.
+
+    ``n_symbols`` counts the text's characters and its end-of-document symbol, as training does.
+    """
+    _, n_val = split_sizes(n_symbols, gen.validation_fraction)
+    if validation is None:
+        loss = _last_training_loss(gen)
+        return [
+            f"Nothing held out (--validation-fraction {gen.validation_fraction:g}): the model "
+            f"trained on all {n_symbols - 1:,} characters.",
+            f"training loss (no validation split): {loss:.4f} nats/char "
+            f"({loss / math.log(2):.4f} bits/char)",
+        ]
+    lines = [
+        f"Held out for validation: the last {gen.validation_fraction:.0%} of the text "
+        f"({n_val:,} of {n_symbols:,} characters)"
+        + (
+            f"; each validation scored {validation['n_chars']:,} of them"
+            + (" (evenly spread windows)" if validation["n_chars"] < n_val - 1 else "")
+            if validation["n_chars"]
+            else ""
+        )
+        + "."
+    ]
+    loss, stderr = validation["loss"], validation["stderr"]
+    spread = "" if stderr is None else f", standard error {stderr:.4f}"
+    chose = f" (pass {gen.best_iteration_})" if gen.early_stopping and gen.best_iteration_ else ""
+    lines.append(
+        f"validation loss: {loss:.4f} nats/char ({loss / math.log(2):.4f} bits/char){spread}; "
+        f"the weights validation chose{chose}"
+    )
+    stretch = gen.final_stretch_
+    if stretch is None:
+        lines.append(
+            "The final model never trained on the held-out part (--refit-fraction "
+            f"{gen.refit_fraction:g})."
+        )
+    else:
+        lines.append(
+            f"The final model then trained on all {n_symbols - 1:,} characters, held-out part "
+            f"included, for {tqdm.format_interval(stretch['seconds'])} "
+            f"({stretch['steps']:,} steps, {stretch['chars_seen']:,} characters read, "
+            "at the schedule's last learning rates); the validation loss above is of the "
+            "weights it started from."
+        )
+    return lines

@@ -22,25 +22,28 @@ Every score is "higher is better", so early stopping reads them all the same way
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from charrnn.data import textbatch
-from charrnn.data.batches import BPTTBatches
+from charrnn.data.batches import BPTTBatches, ScoringWindows, scoring_windows
 from charrnn.engine import network, seqclf
 from charrnn.parallel import ParallelSteps, group_slices, scoring_threads
 
 __all__ = [
     "ClassificationTask",
+    "HeldOutScore",
     "LanguageModelTask",
     "RegressionTask",
     "SequenceTask",
     "TrainingTask",
+    "held_out_score",
     "stream_loss",
     "stream_loss_on_all_cores",
+    "window_nll",
 ]
 
 
@@ -81,6 +84,128 @@ class TrainingTask(Protocol):
 
 
 # -- language model ---------------------------------------------------------------------------
+class HeldOutScore(NamedTuple):
+    """A language model's loss on held-out text, from :func:`held_out_score`.
+
+    Attributes
+    ----------
+    loss : float
+        Mean negative log-likelihood per scored symbol (nats); nan when nothing was scored.
+    stderr : float
+        Standard error of ``loss``: the standard deviation of the windows' mean losses
+        (``ddof=1``) over the square root of their number, the windows being equally long;
+        nan for fewer than two windows. For a sample it treats the evenly spread windows as
+        a simple random sample of the text's windows (no finite-population correction).
+    n_chars : int
+        Symbols scored.
+    n_windows : int
+    whole : bool
+        Whether every symbol of the text was scored (else a sample of windows was).
+    """
+
+    loss: float
+    stderr: float
+    n_chars: int
+    n_windows: int
+    whole: bool
+
+
+def window_nll(
+    params: dict,
+    config: network.NetworkConfig,
+    windows: ScoringWindows,
+    n_threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Summed negative log-likelihood of each window, read side by side from a zero state.
+
+    Parameters
+    ----------
+    windows : ScoringWindows
+        ``inputs`` and ``targets`` of shape (B, L); the first ``context`` positions of each
+        row are read but not scored.
+    n_threads : int
+        Score groups of windows in this many threads (they are independent, so the groups
+        never wait for each other). The caller limits BLAS to one thread per call first; the
+        result agrees with ``n_threads=1`` up to floating-point rounding.
+    progress : callable(int) or None
+        Called with the number of symbols just scored, after every 256 steps of a group (from
+        the group's thread).
+
+    Returns
+    -------
+    ndarray of float64, shape (B,)
+        nats, summed over each window's scored positions.
+    """
+    B, L = windows.inputs.shape
+    sums = np.zeros(B, dtype=np.float64)
+    if B == 0:
+        return sums
+    groups = group_slices(B, max(1, min(int(n_threads), B)))
+
+    def score(lo: int, hi: int) -> None:
+        state = network.init_state(config, hi - lo)
+        T = 256
+        for start in range(0, L, T):
+            stop = min(L, start + T)
+            inp = np.ascontiguousarray(windows.inputs[lo:hi, start:stop].T)  # (t, b)
+            tgt = np.ascontiguousarray(windows.targets[lo:hi, start:stop].T)  # (t, b)
+            logits, state, _ = network.forward_logits(params, config, inp, state)
+            skip = max(0, windows.context - start)  # context positions of this chunk
+            if skip >= stop - start:
+                continue
+            logp = network.log_softmax(logits[skip:])  # (t', b, V)
+            picked = np.take_along_axis(logp, tgt[skip:, :, None], axis=-1)[..., 0]  # (t', b)
+            sums[lo:hi] -= picked.sum(axis=0, dtype=np.float64)
+            if progress is not None:
+                progress(picked.size)
+
+    if len(groups) == 1:
+        score(0, B)
+    else:
+        with ThreadPoolExecutor(len(groups) - 1) as pool:
+            futures = [pool.submit(score, g.start, g.stop) for g in groups[1:]]
+            score(groups[0].start, groups[0].stop)
+            for f in futures:
+                f.result()
+    return sums
+
+
+def held_out_score(
+    params: dict,
+    config: network.NetworkConfig,
+    ids: np.ndarray,
+    max_chars: int | None = None,
+    n_threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> HeldOutScore:
+    """The loss of ``ids`` and its standard error, over all of it or a bounded sample.
+
+    The windows are :func:`charrnn.data.batches.scoring_windows`: the whole text as parallel
+    streams with carried state when it has at most ``max_chars`` predictions, else evenly
+    spread windows of 512 scored symbols (after 64 of context) that add up to ``max_chars``.
+    The cost of one evaluation is so bounded by ``max_chars``, whatever the text's length.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (N,)
+    max_chars : int or None
+        None scores every symbol.
+    n_threads, progress
+        As :func:`window_nll`.
+    """
+    windows = scoring_windows(ids, max_chars)
+    B = windows.inputs.shape[0]
+    if B == 0:
+        return HeldOutScore(math.nan, math.nan, 0, 0, True)
+    sums = window_nll(params, config, windows, n_threads, progress)
+    per_window = windows.n_scored // B
+    means = sums / per_window  # (B,)
+    stderr = float(np.std(means, ddof=1) / math.sqrt(B)) if B > 1 else math.nan
+    loss = float(sums.sum() / windows.n_scored)
+    return HeldOutScore(loss, stderr, windows.n_scored, B, windows.whole)
+
+
 def stream_loss(
     params: dict,
     config: network.NetworkConfig,
@@ -91,7 +216,8 @@ def stream_loss(
     """Mean negative log-likelihood per character of ``ids`` read as parallel streams.
 
     The validation measure of char-rnn: the text is cut into ``n_streams`` contiguous streams
-    read side by side with carried state, so a long text is scored with batched GEMMs.
+    read side by side with carried state, so a long text is scored with batched GEMMs
+    (:func:`window_nll` over the streams).
 
     Parameters
     ----------
@@ -113,30 +239,10 @@ def stream_loss(
         return math.nan
     B = max(1, min(n_streams, n // 256))
     L = n // B
-    streams = np.asarray(ids[: B * L + 1])
-    inputs_all = streams[:-1].reshape(B, L)
-    targets_all = np.asarray(ids[1 : B * L + 1]).reshape(B, L)
-    groups = group_slices(B, max(1, min(int(n_threads), B)))
-
-    def nll_sum(lo: int, hi: int) -> float:
-        state = network.init_state(config, hi - lo)
-        total, T = 0.0, 256
-        for start in range(0, L, T):
-            inp = np.ascontiguousarray(inputs_all[lo:hi, start : start + T].T, dtype=np.intp)
-            tgt = np.ascontiguousarray(targets_all[lo:hi, start : start + T].T, dtype=np.intp)
-            logits, state, _ = network.forward_logits(params, config, inp, state)
-            logp = network.log_softmax(logits)
-            picked = np.take_along_axis(logp, tgt[..., None], axis=-1)
-            total -= float(picked.sum(dtype=np.float64))
-        return total
-
-    if len(groups) == 1:
-        total = nll_sum(0, B)
-    else:
-        with ThreadPoolExecutor(len(groups) - 1) as pool:
-            futures = [pool.submit(nll_sum, g.start, g.stop) for g in groups[1:]]
-            total = nll_sum(groups[0].start, groups[0].stop) + sum(f.result() for f in futures)
-    return total / (B * L)
+    inputs = np.asarray(ids[: B * L], dtype=np.intp).reshape(B, L)
+    targets = np.asarray(ids[1 : B * L + 1], dtype=np.intp).reshape(B, L)
+    sums = window_nll(params, config, ScoringWindows(inputs, targets, 0, True), n_threads)
+    return float(sums.sum() / (B * L))
 
 
 def stream_loss_on_all_cores(
@@ -160,12 +266,34 @@ class LanguageModelTask:
         ``val_ids`` may be empty (no validation). Either may be an ``np.memmap``.
     batch_size, seq_length : int
         Parallel streams and steps per truncated-BPTT chunk.
+    max_validation_chars : int or None
+        Validation scores at most this many symbols of ``val_ids`` (:func:`held_out_score`:
+        evenly spread windows, the same ones every time); None scores all of them.
+
+    Attributes
+    ----------
+    validation_progress : callable(total) -> callable(int), or None
+        When set, every validation calls it with the number of symbols it will score and
+        reports each scored piece to what it returns (how an estimator shows a progress bar;
+        the returned object may have a ``close`` method, called at the end).
+    last_validation : HeldOutScore or None
+        The last validation's details (standard error, symbols scored).
     """
 
-    def __init__(self, config, train_ids, val_ids, *, batch_size: int, seq_length: int):
+    def __init__(
+        self,
+        config,
+        train_ids,
+        val_ids,
+        *,
+        batch_size: int,
+        seq_length: int,
+        max_validation_chars: int | None = None,
+    ):
         self.config = config
         self.batches_ = BPTTBatches(train_ids, batch_size, seq_length)
         self.val_ids = val_ids
+        self.max_validation_chars = max_validation_chars
         self.steps_per_pass = self.batches_.n_chunks
         # the streams of a batch are independent: ParallelSteps splits them into one group
         # per core, fixed for the whole run (see charrnn.parallel)
@@ -173,6 +301,8 @@ class LanguageModelTask:
         self.has_validation = len(val_ids) >= 2
         self.state = network.init_state(config, batch_size)
         self._next_state = self.state
+        self.validation_progress = None
+        self.last_validation: HeldOutScore | None = None
 
     def batches(self, start, rng):
         for k, inputs, targets in self.batches_.iter_from(start):
@@ -194,10 +324,26 @@ class LanguageModelTask:
             return math.nan
         # groups of streams in parallel when the steps run that way (BLAS is on one thread then)
         threads = steps.validation_threads
-        return -stream_loss(params, self.config, self.val_ids, n_threads=threads)
+        bar = None
+        if self.validation_progress is not None:
+            total = min(len(self.val_ids) - 1, self.max_validation_chars or len(self.val_ids))
+            bar = self.validation_progress(total)
+        try:
+            result = held_out_score(
+                params, self.config, self.val_ids, self.max_validation_chars, threads, bar
+            )
+        finally:
+            if bar is not None and hasattr(bar, "close"):
+                bar.close()
+        self.last_validation = result
+        return -result.loss
 
     def record_fields(self, score):
-        return {"val_loss": None if score is None else -score}
+        v = self.last_validation
+        if score is None or v is None:
+            return {"val_loss": None, "val_stderr": None, "val_chars": None}
+        stderr = None if math.isnan(v.stderr) else v.stderr
+        return {"val_loss": -score, "val_stderr": stderr, "val_chars": v.n_chars}
 
     def state_arrays(self):
         return {

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,6 +142,8 @@ class Trainer:
         self.progress = Progress()
         self.best_params: dict | None = None
         self.best_average: dict | None = None
+        # the step budget of the current run() (None: passes and time only)
+        self.max_steps: int | None = None
         # time 1 BLAS thread, the full pool and parallel groups now and then (charrnn.parallel)
         self.tune_blas = True
         # how each step uses the cores, open while run() runs (charrnn.parallel)
@@ -278,6 +280,9 @@ class Trainer:
         on_step: Callable | None = None,
         on_epoch: Callable | None = None,
         total_epochs_for_schedule: int | None = None,
+        max_steps: int | None = None,
+        schedule_span: tuple[float, float] = (0.0, 1.0),
+        steps: ParallelSteps | None = None,
     ) -> Progress:
         """Train until ``max_epochs`` passes, ``max_time`` seconds, a stopping rule or a flag.
 
@@ -289,9 +294,20 @@ class Trainer:
         either may return True to stop. Raises :class:`DivergedError` (weights put back to
         those of the last step whose loss and gradient were finite) when training diverges.
         Runs overlapping in time share the process's BLAS threads.
+
+        ``max_steps`` ends the run after that many optimiser steps of this run (stop reason
+        ``"max_steps"``, the pass cut short recorded as by ``max_time``). ``schedule_span``
+        ``(start, end)`` maps this run's progress (the larger of its share of the steps and of
+        ``max_time``) onto that stretch of the learning-rate schedule, so that two runs can
+        share one schedule (:meth:`RecurrentEstimator._fit`'s final stretch on all the text).
+        ``steps``, an open :class:`~charrnn.parallel.ParallelSteps` for the task's streams,
+        lets such runs share their worker processes and BLAS timing (which cost seconds to
+        start); the caller closes it. By default each run opens and closes its own.
         """
-        self.steps = ParallelSteps(self.task.n_streams, tune=self.tune_blas)
-        with self.steps:
+        self.max_steps = max_steps
+        own = steps is None
+        self.steps = ParallelSteps(self.task.n_streams, tune=self.tune_blas) if own else steps
+        with self.steps if own else nullcontext():
             try:
                 return self._loop(
                     max_epochs,
@@ -303,15 +319,32 @@ class Trainer:
                     on_step,
                     on_epoch,
                     total_epochs_for_schedule or max_epochs,
+                    max_steps,
+                    schedule_span,
                 )
             finally:
                 self.task.close()
 
     def _loop(
-        self, max_epochs, max_time, early, n_no_change, tol, flag, on_step, on_epoch, sched_epochs
+        self,
+        max_epochs,
+        max_time,
+        early,
+        n_no_change,
+        tol,
+        flag,
+        on_step,
+        on_epoch,
+        sched_epochs,
+        max_steps,
+        span,
     ) -> Progress:
         p = self.progress
         total_steps = max(1, sched_epochs * self.task.steps_per_pass)
+        if max_steps is not None:
+            total_steps = max(1, min(total_steps, max_steps))
+        first_step = p.step
+        span_start, span_width = span[0], span[1] - span[0]
         t_start = time.perf_counter() - p.elapsed
         grad_norms: list[float] = []
         while p.epoch < max_epochs:
@@ -321,9 +354,11 @@ class Trainer:
                 # learning rate in every run (the first one 0 s, not the few microseconds of
                 # start-up a busy machine stretches), so a run whose time budget does not bind
                 # repeats exactly and resumes exactly.
-                share = p.step / total_steps
+                share = (p.step - first_step) / total_steps if max_steps else p.step / total_steps
                 if max_time is not None:
                     share = max(share, p.elapsed / max_time)
+                if span_width != 1.0 or span_start != 0.0:
+                    share = span_start + span_width * min(share, 1.0)
                 lr = self.learning_rate * self.schedule.factor(share)
                 gnorm, loss = self._step(batch, lr, p)
                 p.chunk = k + 1
@@ -338,6 +373,10 @@ class Trainer:
                     return p
                 if max_time is not None and p.elapsed >= max_time:
                     p.stop_reason = "max_time"
+                    self._close_pass(grad_norms, early, tol, partial=True)
+                    return p
+                if max_steps is not None and p.step - first_step >= max_steps:
+                    p.stop_reason = "max_steps"
                     self._close_pass(grad_norms, early, tol, partial=True)
                     return p
             # a full pass is done

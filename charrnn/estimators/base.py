@@ -41,9 +41,54 @@ from charrnn.estimators.params import (
     options,
     validate_params,
 )
-from charrnn.parallel import planned_groups
+from charrnn.parallel import ParallelSteps, planned_groups
 
-__all__ = ["SHARED_PARAMETERS", "RecurrentEstimator", "check_saved_history"]
+__all__ = [
+    "EVALUATION_BAR_DELAY",
+    "SHARED_PARAMETERS",
+    "RecurrentEstimator",
+    "check_saved_history",
+    "evaluation_bar",
+]
+
+# An evaluation shows a progress bar once it has lasted this many seconds (shorter ones
+# stay silent: a bar that flashes for a second says nothing).
+EVALUATION_BAR_DELAY = 2.0
+
+
+class _EvaluationBar:
+    """tqdm counting scored characters; called with each piece's count (from any thread)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="char",
+            unit_scale=True,
+            delay=EVALUATION_BAR_DELAY,
+            disable=None,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def __call__(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def evaluation_bar(total: int, desc: str = "validation") -> _EvaluationBar:
+    """A progress bar for scoring ``total`` characters, shown once it has lasted
+    :data:`EVALUATION_BAR_DELAY` seconds (and only on a terminal).
+
+    Returns a callable taking the count of characters just scored, with a ``close`` method:
+    what :func:`charrnn.engine.tasks.held_out_score` and ``CharRNNGenerator.fit``'s
+    ``evaluation_progress`` take.
+    """
+    return _EvaluationBar(total, desc)
 
 
 def _check_verbose(name, value):
@@ -105,6 +150,10 @@ SHARED_PARAMETERS: dict[str, Param] = {
     ),
 }
 
+
+# What may end the validated part of a fit before its final stretch on all the data (an
+# interruption, a divergence or a callback's stop ends the fit there).
+FINAL_STRETCH_AFTER = ("max_iter", "max_time", "early_stopping", "training_loss_stalled")
 
 # The fitted attributes every estimator has (saved with a model file).
 FITTED_HISTORY = (
@@ -335,6 +384,14 @@ class RecurrentEstimator(BaseEstimator):
         check_training_memory(estimate, sizes, type(self).__name__)
         return estimate
 
+    def _final_stretch_share(self) -> float:
+        """Share of the training spent at its end on all the data, held-out part included.
+
+        0 (the default) keeps the held-out data out of training altogether; see
+        :meth:`_fit`.
+        """
+        return 0.0
+
     def initialize(self, X, y=None):
         """Build the model that ``fit`` would start from, without training it. Returns self.
 
@@ -367,7 +424,19 @@ class RecurrentEstimator(BaseEstimator):
 
         ``resume`` continues an interrupted ``fit`` exactly where it stopped: optimiser
         state, schedule position, pass and step, the task's carried state and the random
-        generator. ``on_epoch(estimator, record)`` and ``on_step(estimator, trainer, loss,
+        generator.
+
+        With a final-stretch share ``f > 0`` (:meth:`_final_stretch_share`) and held-out
+        data, training has two parts that share one learning-rate schedule. The validated
+        part trains on the training split with validation, early stopping and keep-best,
+        over the first ``1 - f`` of the schedule and of ``max_time``. The final stretch then
+        continues from its weights (the best pass's under early stopping), with the same
+        optimiser, on all the data, held-out part included, over the schedule's last ``f``
+        (its lowest rates), for ``f / (1 - f)`` times the validated part's chosen length in
+        steps and at most the time left; ``final_stretch_`` describes it. Validation so
+        chooses the length and the weights, and the final model has learnt from everything.
+
+        ``on_epoch(estimator, record)`` and ``on_step(estimator, trainer, loss,
         grad_norm, lr)`` are called after every pass and step; either may return True to
         stop. Returns self.
         """
@@ -390,6 +459,8 @@ class RecurrentEstimator(BaseEstimator):
             self._check_resume(data)
         elif not incremental:
             self._record_training_data(data)
+        if not incremental:
+            self.final_stretch_ = None
         task = self._make_task(data, validation=not incremental, rng=self._train_rng)
         decay = {} if self.weight_decay is None else {"weight_decay": self.weight_decay}
         trainer = Trainer(
@@ -411,21 +482,124 @@ class RecurrentEstimator(BaseEstimator):
         if continuing and self.weight_decay is not None:
             # a loaded state brings back the decay it was saved with; the parameter wins
             trainer.optimizer.weight_decay = self.weight_decay
-        self._run_trainer(
-            trainer,
-            resuming,
-            1 if incremental else self.max_iter,
-            incremental,
-            on_epoch,
-            on_step,
-            stop_flag,
-        )
+        share = 0.0 if incremental or not task.has_validation else self._final_stretch_share()
+        # both parts share one way of running steps: worker processes and BLAS timing cost
+        # seconds to start, a large part of a short final stretch
+        steps = ParallelSteps(task.n_streams, tune=trainer.tune_blas) if share > 0 else None
+        with steps if steps is not None else contextlib.nullcontext():
+            self._run_trainer(
+                trainer,
+                resuming,
+                1 if incremental else self.max_iter,
+                incremental,
+                on_epoch,
+                on_step,
+                stop_flag,
+                share,
+                steps,
+            )
+            if share > 0 and self.stop_reason_ in FINAL_STRETCH_AFTER:
+                self._final_stretch(data, trainer, share, on_step, stop_flag, steps)
         return self
 
-    def _run_trainer(
-        self, trainer, resuming, epochs, incremental, on_epoch, on_step, stop_flag
+    def _final_stretch(
+        self, data, first: Trainer, share: float, on_step, stop_flag, steps=None
     ) -> None:
-        """Run ``trainer`` with the progress bar and interrupt handling; settle the outcome."""
+        """Train on all the data, held-out part included, over the schedule's last ``share``.
+
+        ``first`` is the validated part's trainer, its weights settled (the best pass's under
+        early stopping). The stretch lasts ``share / (1 - share)`` times the steps that
+        chose those weights, and at most the rest of ``max_time``; its optimiser is
+        ``first``'s, state included. An interruption ends it with the weights trained so far
+        (``final_stretch_["stop_reason"]`` says so; ``stop_reason_`` stays the validated
+        part's); a divergence puts back the weights it started from.
+        """
+        p = first.progress
+        chosen = p.step
+        if self.early_stopping and first.best_params is not None:
+            # the weights are the best pass's: its record holds the steps taken up to it
+            best = [r for r in self.history_ if r["val_score"] == p.best_score]
+            if best:
+                chosen = best[-1]["step"]
+        n_steps = max(1, math.ceil(share / (1.0 - share) * chosen))
+        time_left = None
+        if self.max_time is not None:
+            time_left = max(self.max_time - p.elapsed, 1e-9)
+        task = self._make_task(data, validation=False, rng=self._train_rng)
+        trainer = Trainer(
+            self.params_,
+            task,
+            optimizer=first.optimizer,
+            learning_rate=self.learning_rate,
+            clip_norm=self.clip_norm,
+            schedule=first.schedule,
+            rng=self._train_rng,
+            average=first.average,
+        )
+        start = {k: v.copy() for k, v in self.params_.items()}
+        flag = stop_flag if stop_flag is not None else StopFlag()
+
+        def step_done(tr, loss, gnorm, lr):
+            return on_step is not None and on_step(self, tr, loss, gnorm, lr)
+
+        try:
+            with graceful_interrupts(flag):
+                trainer.run(
+                    max_epochs=2**31,
+                    max_time=time_left,
+                    max_steps=n_steps,
+                    schedule_span=(1.0 - share, 1.0),
+                    steps=steps,
+                    n_iter_no_change=2**31,
+                    stop_flag=flag,
+                    on_step=step_done,
+                )
+        except DivergedError as exc:
+            for name, value in start.items():
+                np.copyto(self.params_[name], value)
+            trainer.progress.stop_reason = "diverged"
+            warnings.warn(
+                f"{exc} The final stretch on all the data was undone; the weights are those "
+                "validation chose.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        except KeyboardInterrupt:
+            trainer.progress.stop_reason = "interrupted"
+        q = trainer.progress
+        losses = [r["train_loss"] for r in q.history]
+        self.n_chars_seen_ += q.chars_seen
+        # the budget counts the stretch: a resume (with a larger budget) continues the
+        # validated part from its own state, then stretches again
+        p.elapsed += q.elapsed
+        self.final_stretch_ = {
+            "share": share,
+            "steps": q.step,
+            "planned_steps": n_steps,
+            "chars_seen": q.chars_seen,
+            "seconds": q.elapsed,
+            "train_loss": losses[-1] if losses else None,
+            "stop_reason": q.stop_reason,
+        }
+        self._keep_training_state(first)
+
+    def _run_trainer(
+        self,
+        trainer,
+        resuming,
+        epochs,
+        incremental,
+        on_epoch,
+        on_step,
+        stop_flag,
+        share=0.0,
+        steps=None,
+    ) -> None:
+        """Run ``trainer`` with the progress bar and interrupt handling; settle the outcome.
+
+        ``share`` is the final stretch's: this run then has the first ``1 - share`` of the
+        schedule and of ``max_time``.
+        """
         run = {
             "consumed": 0,
             "chars_base": self.n_chars_seen_ - trainer.progress.chars_seen,
@@ -458,7 +632,11 @@ class RecurrentEstimator(BaseEstimator):
             with graceful_interrupts(flag):
                 trainer.run(
                     max_epochs=epochs,
-                    max_time=None if incremental else self.max_time,
+                    max_time=None
+                    if incremental or self.max_time is None
+                    else self.max_time * (1.0 - share),
+                    schedule_span=(0.0, 1.0 - share),
+                    steps=steps,
                     early_stopping=early,
                     n_iter_no_change=self.n_iter_no_change if not incremental else 2**31,
                     tol=self.tol,
@@ -512,6 +690,7 @@ class RecurrentEstimator(BaseEstimator):
         self.history_ = []
         self.stop_reason_ = ""
         self.diverged_ = False
+        self.final_stretch_ = None
 
     def _check_shape_unchanged(self) -> None:
         for name in self._shape_parameters:

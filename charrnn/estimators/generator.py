@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable
@@ -24,15 +25,23 @@ from charrnn.estimators.base import (
     SHARED_PARAMETERS,
     RecurrentEstimator,
     check_saved_history,
+    evaluation_bar,
 )
-from charrnn.estimators.params import Integer, Param, as_generator
+from charrnn.estimators.params import Integer, Param, Real, as_generator
 from charrnn.estimators.reading import TextReadingMixin
 from charrnn.io import check_network, check_writable, save_arrays
 from charrnn.parallel import scoring_threads
 
 # training_corpus_: {"source", "n_chars", "sha256"} of the text the last fit trained on, so a
 # resume (fit(X, resume=True), `charrnn train --resume`) can check it is given the same text
-_FITTED_SCALARS = (*FITTED_HISTORY, "training_corpus_")
+_FITTED_SCALARS = (*FITTED_HISTORY, "training_corpus_", "final_stretch_")
+
+# Characters scored per validation by default: 256 windows of 512. On the default 2 x 256 GRU
+# that is a second or two of the 2-core development machine, a small share of a pass of
+# any corpus whose held-out tenth is longer; the standard error it gives on Shakespeare is
+# in docs/benchmarks.md. The same windows are scored every time, so the change from one
+# evaluation to the next is measured far more precisely than the level.
+MAX_VALIDATION_CHARS = 2**17
 
 
 def _json_safe_params(est) -> dict:
@@ -46,7 +55,28 @@ def _finite_or_none(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
-__all__ = ["CharRNNGenerator", "check_documents"]
+__all__ = [
+    "AUTO_DROPOUT",
+    "AUTO_DROPOUT_CHARS_PER_WEIGHT",
+    "CharRNNGenerator",
+    "auto_dropout",
+    "check_documents",
+]
+
+# dropout=None chooses by corpus size: AUTO_DROPOUT for a text of fewer than
+# AUTO_DROPOUT_CHARS_PER_WEIGHT characters per weight of the network, none for a longer one
+# (measured in docs/benchmarks.md, "Using all the text": a 2 x 256 GRU, 0.66 M weights,
+# overfits a 1 M-character text in a 13-minute run without dropout, and learns a 4.8 M one
+# faster without it).
+AUTO_DROPOUT = 0.2
+AUTO_DROPOUT_CHARS_PER_WEIGHT = 4.0
+
+
+def auto_dropout(n_chars: int, n_weights: int) -> float:
+    """The dropout ``dropout=None`` chooses for ``n_chars`` characters and ``n_weights``
+    weights: :data:`AUTO_DROPOUT` below :data:`AUTO_DROPOUT_CHARS_PER_WEIGHT` characters per
+    weight, else 0."""
+    return AUTO_DROPOUT if n_chars < AUTO_DROPOUT_CHARS_PER_WEIGHT * n_weights else 0.0
 
 
 def check_documents(X, name: str = "X") -> list[str]:
@@ -104,8 +134,11 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
     num_layers : int, default=2
     embedding_dim : int or None, default=None
         Size of a learned character embedding; None feeds one-hot vectors.
-    dropout : float in [0, 1), default=0.0
-        Inverted dropout on every layer's output.
+    dropout : float in [0, 1) or None, default=0.0
+        Inverted dropout on every layer's output. None chooses by the size of the text for
+        the model (:func:`auto_dropout`): 0.2 when the text has fewer than 4 characters per
+        weight of the network, else 0 (``config_.dropout`` holds the choice); ``charrnn
+        train`` uses None.
     gate_init : {"zeros", "forget1", "chrono"}, default="forget1"
         How the gate biases start (:func:`charrnn.engine.network.gate_bias`). "forget1": the
         LSTM's forget-gate bias at 1, every other bias 0 (the GRU's too: it has no forget
@@ -144,6 +177,21 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
     validation_fraction : float in [0, 1), default=0.1
         Tail of the text held out to measure validation loss; 0 turns validation and early
         stopping off.
+    max_validation_chars : int or None, default=131072
+        Characters scored per validation: 256 windows of 512 characters (each read after
+        the 64 before it) evenly spread over the held-out text, the same ones every time;
+        the whole held-out text, read as parallel streams, when it is no longer (or with
+        None). So a validation costs the same on a 500 MB corpus as on a 5 MB one. Each
+        history record holds the score's standard error (``val_stderr``, over the windows)
+        and the characters scored (``val_chars``).
+    refit_fraction : float in [0, 1), default=0.0
+        Share of the training spent, at its end, on all the text, held-out part included:
+        validation runs over the first ``1 - refit_fraction`` of the schedule and of
+        ``max_time`` (choosing the stopping point and, with early stopping, the weights),
+        then the final stretch continues from those weights on the whole text at the
+        schedule's last learning rates, for ``refit_fraction / (1 - refit_fraction)``
+        times the chosen number of steps (``final_stretch_``). 0 never trains on the
+        held-out text. ``charrnn train`` uses 0.1.
     early_stopping : bool, default=True
         Stop after ``n_iter_no_change`` passes without a validation improvement of ``tol`` and
         keep the weights of the best validation score.
@@ -195,6 +243,12 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         Whether the last ``fit`` stopped because the loss stopped being finite.
     training_progress_ : dict or None
         Where the last ``fit`` stopped (what ``fit(..., resume=True)`` continues from).
+    final_stretch_ : dict or None
+        The final stretch on all the text (``refit_fraction``): ``share``, ``steps``,
+        ``planned_steps``, ``chars_seen``, ``seconds``, ``train_loss`` and ``stop_reason``
+        (``"max_steps"``, ``"max_time"``, ``"interrupted ..."``); None when the last
+        ``fit`` had none. Its characters count in ``n_chars_seen_``, not in ``n_iter_``,
+        ``loss_curve_`` or ``history_``.
     training_corpus_ : dict
         ``{"source", "n_chars", "sha256"}`` of the text the last ``fit`` trained on
         (:func:`charrnn.data.corpus.text_fingerprint`); ``fit(X, resume=True)`` refuses
@@ -235,7 +289,22 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
 
     _parameter_constraints = {
         **SHARED_PARAMETERS,
+        "dropout": Param(
+            Real(0.0, 1.0, high_open=True, none_ok=True),
+            "Dropout on each recurrent layer's output; None chooses by corpus size "
+            f"({AUTO_DROPOUT:g} below {AUTO_DROPOUT_CHARS_PER_WEIGHT:g} characters per weight).",
+        ),
         "seq_length": Param(Integer(1), "Characters per truncated-BPTT chunk."),
+        "max_validation_chars": Param(
+            Integer(1, none_ok=True),
+            "Characters scored per validation: evenly spread windows of the held-out text "
+            "(all of it when shorter); None scores all of it.",
+        ),
+        "refit_fraction": Param(
+            Real(0.0, 1.0, high_open=True),
+            "Share of the training, at its end, spent on all the text, held-out part "
+            "included, at the schedule's last learning rates; 0 never trains on it.",
+        ),
     }
 
     def __init__(
@@ -256,6 +325,8 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         max_iter=10,
         max_time=None,
         validation_fraction=0.1,
+        max_validation_chars=MAX_VALIDATION_CHARS,
+        refit_fraction=0.0,
         early_stopping=True,
         n_iter_no_change=3,
         tol=1e-4,
@@ -268,6 +339,8 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         # the base stores the shared parameters (SHARED_PARAMETERS), this class its own
         super().__init__(**{k: v for k, v in locals().items() if k in SHARED_PARAMETERS})
         self.seq_length = seq_length
+        self.max_validation_chars = max_validation_chars
+        self.refit_fraction = refit_fraction
 
     # -- scikit-learn plumbing ---------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -278,7 +351,17 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         return tags
 
     # -- fitting ----------------------------------------------------------------------------
-    def fit(self, X, y=None, *, on_epoch=None, on_step=None, stop_flag=None, resume=False):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        on_epoch=None,
+        on_step=None,
+        stop_flag=None,
+        resume=False,
+        evaluation_progress=None,
+    ):
         """Train on X (a string or an iterable of strings). Returns self.
 
         Parameters
@@ -297,10 +380,21 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         resume : bool
             Continue an interrupted ``fit`` exactly where it stopped (same X): optimiser state,
             schedule position, epoch and chunk, carried state and random generator.
+        evaluation_progress : callable(total) -> callable(int), optional
+            Shows the progress of each validation: called with the characters it will score,
+            it returns what is called with each scored piece's count (and closed, if it has
+            ``close``, at the end); e.g. :func:`charrnn.estimators.base.evaluation_bar`.
+            With ``verbose`` >= 1 and none given, that bar is used.
         """
-        return self._fit(
-            X, y, resume=resume, on_epoch=on_epoch, on_step=on_step, stop_flag=stop_flag
-        )
+        if evaluation_progress is None and self.verbose:
+            evaluation_progress = evaluation_bar
+        self._validation_progress = evaluation_progress
+        try:
+            return self._fit(
+                X, y, resume=resume, on_epoch=on_epoch, on_step=on_step, stop_flag=stop_flag
+            )
+        finally:
+            self._validation_progress = None
 
     def partial_fit(self, X, y=None):
         """One more pass over all of X at the constant ``learning_rate``. Returns self."""
@@ -320,6 +414,12 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         self.params_ = network.init_params(
             self.config_, rng, gate_init=self.gate_init, t_max=int(self.seq_length)
         )
+        if self.dropout is None:
+            n_chars = len(data) if isinstance(data, TextCorpus) else sum(map(len, data))
+            n_weights = sum(p.size for p in self.params_.values())
+            self.config_ = dataclasses.replace(
+                self.config_, dropout=auto_dropout(n_chars, n_weights)
+            )
 
     def _network_config(self, vocab_size: int) -> network.NetworkConfig:
         return network.NetworkConfig(
@@ -328,7 +428,7 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
             hidden_size=self.hidden_size,
             num_layers=self.num_layers,
             embedding_dim=self.embedding_dim,
-            dropout=float(self.dropout),
+            dropout=0.0 if self.dropout is None else float(self.dropout),
             dtype=self.dtype,
         )
 
@@ -369,13 +469,19 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
             ids = self.vocab_.encode_documents(data)
         fraction = self.validation_fraction if validation else 0.0
         train_ids, val_ids = split_train_validation(ids, fraction)
-        return LanguageModelTask(
+        task = LanguageModelTask(
             self.config_,
             train_ids,
             val_ids,
             batch_size=self.batch_size,
             seq_length=self.seq_length,
+            max_validation_chars=self.max_validation_chars,
         )
+        task.validation_progress = getattr(self, "_validation_progress", None)
+        return task
+
+    def _final_stretch_share(self):
+        return float(self.refit_fraction)
 
     def _describe_record(self, record):
         text = f"pass {self.n_iter_}: training loss {record['train_loss']:.4f} nats/char"
