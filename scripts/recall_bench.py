@@ -185,8 +185,8 @@ def markdown_tables(rows, cells, lags) -> str:
         "",
         *_accuracy_table(rows, cells, lags, "accuracy"),
         "",
-        "Recall in the stream (held-out documents read as training reads them, the state "
-        "carried from one document to the next): median [lowest, highest]",
+        "Recall in the stream (held-out documents read one after another with the state "
+        "carried from one document to the next, no reset): median [lowest, highest]",
         "",
         *_accuracy_table(rows, cells, lags, "stream_accuracy"),
         "",
