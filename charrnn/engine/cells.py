@@ -90,7 +90,9 @@ def _zero_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _without_reset_rows(dW: np.ndarray, prev: np.ndarray, dpre: np.ndarray, resets) -> None:
+def _without_reset_rows(
+    dW: np.ndarray, prev: np.ndarray, dpre: np.ndarray, resets: Resets | None
+) -> None:
     """Take the reset rows' terms out of ``dW = prev[:-1]^T dpre``, in place.
 
     The recurrent-weight gradient is computed for all steps in one GEMM from the cached states,
