@@ -440,14 +440,18 @@ def recall_accuracy(model, sequences: Sequence[str], n_context: int = 2) -> floa
 
 
 def recall_stream_accuracy(model, sequences: Sequence[str], n_streams: int = 8) -> float:
-    """Share of recalls right when the sequences are read as training reads them: one stream.
+    """Share of recalls right when the sequences are read as one stream with carried state.
 
     The sequences are joined as documents (each followed by the end-of-document symbol, as
     ``fit`` joins them), cut into ``n_streams`` parallel streams read from the zero state with
-    the state carried from one document to the next, and every prediction made right after a
-    cue ``?`` is compared with the character that follows it. Unlike ``predict``, which starts
-    every document from the zero state, a document here starts from the state the previous
-    one left, as in training (only the first document of each stream starts from zero).
+    the state carried from one document to the next (no reset at the end-of-document symbol),
+    and every prediction made right after a cue ``?`` is compared with the character that
+    follows it. Unlike ``predict``, which starts every document from the zero state, a document
+    here starts from the state the previous one left (only the first document of each stream
+    starts from zero). That is how training read the documents before it reset the state at
+    every document start (:func:`charrnn.data.batches.document_resets`); with the resets, a
+    model trained on documents has only ever seen ``predict``'s start, and this measures how
+    it copes with a state it was not trained from.
 
     Parameters
     ----------

@@ -39,7 +39,7 @@ import platform
 import sys
 import time
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import click
@@ -117,19 +117,20 @@ def _run_limited(cell, lag, seed, **kwargs):
         return run_one(cell, lag, seed, **kwargs)
 
 
-class _Serial:
-    """The part of an executor's interface used here, running each call at once."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args, **kwargs):
-        fut = Future()
-        fut.set_result(fn(*args, **kwargs))
-        return fut
+def _run_all(order, jobs: int, tests: dict, common: dict):
+    """Yield each run's record as it finishes: ``jobs`` at a time in processes, or one after
+    another here (so that a serial run's JSON, too, is written after every run)."""
+    if jobs == 1:
+        for lag, seed, cell in order:
+            yield _run_limited(cell, lag, seed, test=tests[lag], **common)
+        return
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = [
+            pool.submit(_run_limited, cell, lag, seed, test=tests[lag], **common)
+            for lag, seed, cell in order
+        ]
+        for fut in as_completed(futures):
+            yield fut.result()
 
 
 def _geomean(values):
@@ -185,8 +186,8 @@ def markdown_tables(rows, cells, lags) -> str:
         "",
         *_accuracy_table(rows, cells, lags, "accuracy"),
         "",
-        "Recall in the stream (held-out documents read as training reads them, the state "
-        "carried from one document to the next): median [lowest, highest]",
+        "Recall in the stream (held-out documents read one after another with the state "
+        "carried from one document to the next, no reset): median [lowest, highest]",
         "",
         *_accuracy_table(rows, cells, lags, "stream_accuracy"),
         "",
@@ -414,24 +415,18 @@ def main(
     t_start = time.perf_counter()
     common = dict(documents=documents, passes=passes, gate_init=gate_init)
     # Every run is seeded on its own, so the results do not depend on --jobs or on the order.
-    with ProcessPoolExecutor(jobs) if jobs > 1 else _Serial() as pool:
-        futures = [
-            pool.submit(_run_limited, cell, lag, seed, test=tests[lag], **common)
-            for lag, seed, cell in order
-        ]
-        for fut in as_completed(futures):
-            rec = fut.result()
-            records.append(rec)
-            click.echo(
-                f"lag {rec['lag']:>4} seed {rec['seed']} {rec['cell']:<4} accuracy "
-                f"{rec['accuracy']:.3f} (stream {rec['stream_accuracy']:.3f})  grad ratio "
-                f"{rec['grad_ratio']:.1e} "
-                f"(init {rec['grad_ratio_init']:.1e})  {rec['updates']} updates, "
-                f"{rec['train_seconds']:.1f} s",
-                err=True,
-            )
-            if json_path is not None:
-                _write_json(json_path, settings, records, cells, lags)
+    for rec in _run_all(order, jobs, tests, common):
+        records.append(rec)
+        click.echo(
+            f"lag {rec['lag']:>4} seed {rec['seed']} {rec['cell']:<4} accuracy "
+            f"{rec['accuracy']:.3f} (stream {rec['stream_accuracy']:.3f})  grad ratio "
+            f"{rec['grad_ratio']:.1e} "
+            f"(init {rec['grad_ratio_init']:.1e})  {rec['updates']} updates, "
+            f"{rec['train_seconds']:.1f} s",
+            err=True,
+        )
+        if json_path is not None:
+            _write_json(json_path, settings, records, cells, lags)
     records.sort(key=lambda r: (r["lag"], r["seed"], cells.index(r["cell"])))
     elapsed = time.perf_counter() - t_start
     settings["load_after"] = os.getloadavg()[0]

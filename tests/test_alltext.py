@@ -39,9 +39,11 @@ def _ids(n, seed=1, vocab=7):
 
 
 def _window_loss(params, config, inputs, targets, context):
-    """Mean loss of one window's scored positions, the window read alone from a zero state."""
+    """Mean loss of one window's scored positions, the window read alone from a zero state
+    (restarting from zero at every end-of-document id 0, as training does)."""
+    x = inputs[:, None].astype(np.intp)
     logits, _, _ = network.forward_logits(
-        params, config, inputs[:, None].astype(np.intp), network.init_state(config, 1)
+        params, config, x, network.init_state(config, 1), resets=x == 0
     )
     logp = network.log_softmax(logits[:, 0])
     picked = logp[np.arange(len(targets)), targets]

@@ -296,9 +296,11 @@ def net():
 
 
 def _one_stream_nll(params, config, stream):
-    """Summed negative log-likelihood of ``stream[1:]`` given its past, batch 1, one call."""
+    """Summed negative log-likelihood of ``stream[1:]`` given its past, batch 1, one call;
+    the state restarts from zero at every end-of-document id (0), as in training."""
+    inputs = stream[:-1, None]
     logits, _, _ = network.forward_logits(
-        params, config, stream[:-1, None], network.init_state(config, 1)
+        params, config, inputs, network.init_state(config, 1), resets=inputs == 0
     )
     logp = network.log_softmax(logits[:, 0])
     return -logp[np.arange(len(stream) - 1), stream[1:]].sum()

@@ -3,8 +3,10 @@
 Batches follow char-rnn: the text is cut into ``batch_size`` equal, contiguous streams that are
 read side by side, ``seq_length`` characters at a time. Column ``b`` of chunk ``k + 1`` continues
 exactly where column ``b`` of chunk ``k`` stopped, so the recurrent state left by one chunk is
-the right initial state for the next. Everything here is slicing and reshaping of views, so an
-``np.memmap`` corpus is only read one chunk at a time.
+the right initial state for the next -- except where a stream starts a new document: there the
+state restarts from zero (:func:`document_resets`), so that training reads every document from
+the state that ``predict``, ``score`` and ``sample`` read it from. Everything here is slicing and
+reshaping of views, so an ``np.memmap`` corpus is only read one chunk at a time.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from charrnn.data.vocab import CharVocab
+
 __all__ = [
     "BPTTBatches",
     "ScoringWindows",
+    "document_resets",
     "scoring_windows",
     "split_sizes",
     "split_train_validation",
@@ -31,6 +36,33 @@ def _check_ids(ids: np.ndarray) -> np.ndarray:
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise TypeError(f"ids must be a 1-D integer array, got {ids.ndim}-D array of {ids.dtype}")
     return ids
+
+
+def document_resets(inputs: np.ndarray, eod_id: int = CharVocab.EOD_ID) -> np.ndarray | None:
+    """Where the streams of a chunk start a document from the zero state; None if nowhere.
+
+    Documents are joined by the end-of-document symbol (``CharVocab.encode_documents``), and
+    the estimators read a document as that symbol followed by its text, from the zero state
+    (``predict``, ``score``, ``sample``). So the state entering every step whose input is the
+    end-of-document symbol is zero: the step that reads it predicts the next document's first
+    character from where every document starts. A text of one document (its only
+    end-of-document symbol is its last id, never an input) has no reset anywhere.
+
+    Parameters
+    ----------
+    inputs : ndarray of int, shape (T, B)
+        A chunk's input ids (:meth:`BPTTBatches.__getitem__`, or scoring windows transposed).
+    eod_id : int
+        The end-of-document id.
+
+    Returns
+    -------
+    ndarray of bool, shape (T, B), or None
+        ``resets[t, b]``: stream ``b`` enters step ``t`` from the zero state. None when no
+        input is ``eod_id``, so that a chunk without a boundary costs the network nothing.
+    """
+    resets = inputs == eod_id
+    return resets if resets.any() else None
 
 
 def split_sizes(n: int, validation_fraction: float) -> tuple[int, int]:

@@ -9,6 +9,11 @@ anything that is not recurrence, and puts as much arithmetic as possible outside
 Arrays are time-major: ``(T, B, ...)``. A state is a tuple of ``(B, H)`` arrays: ``(h,)`` for the
 RNN and GRU, ``(h, c)`` for the LSTM.
 
+A sequence may restart from the zero state part-way (:class:`Resets`, a new document in a stream
+of documents): the state entering a reset step is zero for the reset streams, in the forward
+pass and in the backward pass (no gradient crosses the reset). Without resets (``None``) the
+loops do exactly what they did before resets existed.
+
 Fused gate layouts (columns of ``Wx``, ``Wh`` and ``b``):
 
 - ``rnn``:  ``[a]``                 h = tanh(a)
@@ -32,11 +37,79 @@ copy of the weights once) all run the same code.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from charrnn.engine.workspace import Workspace, scratch
 
 State = tuple[np.ndarray, ...]
+
+
+class Resets(NamedTuple):
+    """The places where a sequence's state restarts from zero, from :func:`reset_points`.
+
+    Attributes
+    ----------
+    steps : dict of int to ndarray of int
+        ``steps[t]`` are the streams (indices into B) whose state entering step ``t`` is zero;
+        only steps with at least one reset are keys.
+    t, b : ndarray of int, shape (N,)
+        Every reset as a (step, stream) pair, for the one-GEMM correction of ``dWh``.
+    """
+
+    steps: dict[int, np.ndarray]
+    t: np.ndarray
+    b: np.ndarray
+
+
+NO_RESETS = Resets({}, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
+
+
+def reset_points(mask: np.ndarray | None) -> Resets | None:
+    """The :class:`Resets` of a boolean mask, or None when it has no reset.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (T, B), or None
+        ``mask[t, b]``: the state entering step ``t`` of stream ``b`` is zero.
+    """
+    if mask is None:
+        return None
+    t, b = np.nonzero(mask)
+    if len(t) == 0:
+        return None
+    steps = {int(step): b[t == step] for step in np.unique(t)}
+    return Resets(steps, t, b)
+
+
+def _zero_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of the (B, H) state ``a`` with ``rows`` zero: the state a reset stream enters with."""
+    out = a.copy()
+    out[rows] = 0.0
+    return out
+
+
+def _without_reset_rows(
+    dW: np.ndarray, prev: np.ndarray, dpre: np.ndarray, resets: Resets | None
+) -> None:
+    """Take the reset rows' terms out of ``dW = prev[:-1]^T dpre``, in place.
+
+    The recurrent-weight gradient is computed for all steps in one GEMM from the cached states,
+    where a reset step holds the state the stream had before the reset; those (step, stream)
+    terms belong to a zero state, so they are subtracted again (one GEMM over the N resets).
+
+    Parameters
+    ----------
+    dW : ndarray, shape (H, G*H)
+    prev : ndarray, shape (T + 1, B, H)
+        ``prev[t]`` is the cached state before step ``t``.
+    dpre : ndarray, shape (T, B, G*H)
+        Gradient with respect to ``h_{t-1} @ Wh`` at each step.
+    resets : Resets or None
+    """
+    if resets is not None:
+        dW -= prev[resets.t, resets.b].T @ dpre[resets.t, resets.b]
 
 
 def gate_major(a: np.ndarray, n_gates: int) -> np.ndarray:
@@ -96,7 +169,12 @@ class RNNCell:
 
     @staticmethod
     def forward(
-        xw: np.ndarray, state: State, p: dict, ws: Workspace | None = None, key: str = ""
+        xw: np.ndarray,
+        state: State,
+        p: dict,
+        ws: Workspace | None = None,
+        key: str = "",
+        resets: Resets | None = None,
     ) -> tuple[np.ndarray, State, tuple]:
         """Run the whole sequence.
 
@@ -107,6 +185,10 @@ class RNNCell:
         state : tuple of one ndarray, shape (B, H)
         p : dict
             ``{"Wh": (H, H)}``.
+        ws, key : Workspace and its key prefix, optional
+            Where the scratch arrays live.
+        resets : Resets or None
+            Steps whose entering state is zero for some streams (:func:`reset_points`).
 
         Returns
         -------
@@ -118,11 +200,15 @@ class RNNCell:
         Wh = p["Wh"]
         hall = scratch(ws, key + "hall", (T + 1, B, H), xw.dtype)  # hall[t + 1] = h_t
         hall[0] = state[0]
+        starts = (resets or NO_RESETS).steps
         for t in range(T):
             np.dot(hall[t], Wh, out=hall[t + 1])
+            rows = starts.get(t)
+            if rows is not None:  # a zero state's rows of h @ Wh are zero
+                hall[t + 1][rows] = 0.0
             hall[t + 1] += xw[t]
             RNNCell.activate(hall[t + 1], hall[t + 1])
-        return hall[1:], (hall[T].copy(),), (hall, Wh, key)
+        return hall[1:], (hall[T].copy(),), (hall, Wh, key, resets)
 
     @staticmethod
     def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
@@ -142,7 +228,7 @@ class RNNCell:
         grads : dict ``{"Wh": (H, H)}``
         dstate0 : tuple of one ndarray, shape (B, H)
         """
-        hall, Wh, key = cache
+        hall, Wh, key, resets = cache
         T, B, H = dhs.shape
         # tanh' for every step at once, outside the loop
         dxw = scratch(ws, key + "dxw", (T, B, H), dhs.dtype)
@@ -150,11 +236,16 @@ class RNNCell:
         np.subtract(1.0, dxw, out=dxw)
         dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
         WhT = _contiguous_transpose(Wh, ws, key)
+        starts = (resets or NO_RESETS).steps
         for t in range(T - 1, -1, -1):
             dh += dhs[t]
             dxw[t] *= dh
             np.dot(dxw[t], WhT, out=dh)
+            rows = starts.get(t)
+            if rows is not None:  # no gradient crosses a reset
+                dh[rows] = 0.0
         dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, H)
+        _without_reset_rows(dWh, hall, dxw, resets)
         return dxw, {"Wh": dWh}, (dh,)
 
     @staticmethod
@@ -311,7 +402,12 @@ class LSTMCell:
 
     @staticmethod
     def forward(
-        xw: np.ndarray, state: State, p: dict, ws: Workspace | None = None, key: str = ""
+        xw: np.ndarray,
+        state: State,
+        p: dict,
+        ws: Workspace | None = None,
+        key: str = "",
+        resets: Resets | None = None,
     ) -> tuple[np.ndarray, State, tuple]:
         """Run the whole sequence.
 
@@ -320,6 +416,8 @@ class LSTMCell:
         xw : ndarray, shape (T, B, 4H)
         state : (h0, c0), each (B, H)
         p : dict ``{"Wh": (H, 4H)}``
+        ws, key, resets
+            As :meth:`RNNCell.forward`.
 
         Returns
         -------
@@ -346,13 +444,20 @@ class LSTMCell:
         hall[0] = state[0]
         call[0] = state[1]
         scale = LSTMCell.preactivation_scale(H, dt)
+        starts = (resets or NO_RESETS).steps
         for t in range(T):
             np.dot(hall[t], Wh, out=z)
+            c_prev = call[t]
+            rows = starts.get(t)
+            if rows is not None:  # the reset streams enter with h = c = 0
+                z[rows] = 0.0
+                c_prev = _zero_rows(c_prev, rows)
             z += xw[t]
             z *= scale
             LSTMCell.activate(pre, gates[t])
-            LSTMCell.update(*gates[t], call[t], call[t + 1], tanh_c[t], hall[t + 1], ig)
-        return hall[1:], (hall[T].copy(), call[T].copy()), (hall, call, gates, tanh_c, Wh, key)
+            LSTMCell.update(*gates[t], c_prev, call[t + 1], tanh_c[t], hall[t + 1], ig)
+        cache = (hall, call, gates, tanh_c, Wh, key, resets)
+        return hall[1:], (hall[T].copy(), call[T].copy()), cache
 
     @staticmethod
     def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
@@ -360,7 +465,7 @@ class LSTMCell:
 
         Returns ``dxw`` (T, B, 4H), ``{"Wh": (H, 4H)}`` and ``(dh0, dc0)``.
         """
-        hall, call, gates, tanh_c, Wh, key = cache
+        hall, call, gates, tanh_c, Wh, key, resets = cache
         T, B, H = dhs.shape
         dt = dhs.dtype
         dxw = scratch(ws, key + "dxw", (T, B, 4 * H), dt)
@@ -372,11 +477,18 @@ class LSTMCell:
         m = np.empty((4, B, H), dtype=dt)  # gate-major, like the cached gates
         tmp = np.empty((B, H), dtype=dt)
         WhT = _contiguous_transpose(Wh, ws, key)
+        starts = (resets or NO_RESETS).steps
         for t in range(T - 1, -1, -1):
             dh += dhs[t]
-            LSTMCell.backward_step(gates[t], call[t], tanh_c[t], dh, dc, dxw[t], m, tmp)
+            rows = starts.get(t)
+            c_prev = call[t] if rows is None else _zero_rows(call[t], rows)
+            LSTMCell.backward_step(gates[t], c_prev, tanh_c[t], dh, dc, dxw[t], m, tmp)
             np.dot(dxw[t], WhT, out=dh)
+            if rows is not None:  # no gradient crosses a reset
+                dh[rows] = 0.0
+                dc[rows] = 0.0
         dWh = hall[:-1].reshape(-1, H).T @ dxw.reshape(-1, 4 * H)
+        _without_reset_rows(dWh, hall, dxw, resets)
         return dxw, {"Wh": dWh}, (dh, dc)
 
     @staticmethod
@@ -477,7 +589,12 @@ class GRUCell:
 
     @staticmethod
     def forward(
-        xw: np.ndarray, state: State, p: dict, ws: Workspace | None = None, key: str = ""
+        xw: np.ndarray,
+        state: State,
+        p: dict,
+        ws: Workspace | None = None,
+        key: str = "",
+        resets: Resets | None = None,
     ) -> tuple[np.ndarray, State, tuple]:
         """Run the whole sequence.
 
@@ -486,6 +603,8 @@ class GRUCell:
         xw : ndarray, shape (T, B, 3H)
         state : (h0,), (B, H)
         p : dict ``{"Wh": (H, 3H), "bhn": (H,)}``
+        ws, key, resets
+            As :meth:`RNNCell.forward`.
 
         Returns
         -------
@@ -507,16 +626,22 @@ class GRUCell:
         hw = np.empty((B, G), dtype=dt)
         hw_rz = gate_major(hw[:, : 2 * H], 2)
         hall[0] = state[0]
+        starts = (resets or NO_RESETS).steps
         for t in range(T):
             np.dot(hall[t], Wh, out=hw)
+            h_prev = hall[t]
+            rows = starts.get(t)
+            if rows is not None:  # the reset streams enter with h = 0
+                hw[rows] = 0.0
+                h_prev = _zero_rows(h_prev, rows)
             rz = rz_all[t]
             # the add writes [r, z] gate-major: (B, 2H) -> (2, B, H)
             np.add(hw_rz, gate_major(xw[t, :, : 2 * H], 2), out=rz)
             rz *= 0.5  # preactivation_scale of r and z
             GRUCell.activate(rz, rz)
             np.add(hw[:, 2 * H :], bhn, out=hn[t])
-            GRUCell.update(rz[0], rz[1], hn[t], xw[t, :, 2 * H :], n_all[t], hall[t], hall[t + 1])
-        return hall[1:], (hall[T].copy(),), (hall, rz_all, n_all, hn, Wh, key)
+            GRUCell.update(rz[0], rz[1], hn[t], xw[t, :, 2 * H :], n_all[t], h_prev, hall[t + 1])
+        return hall[1:], (hall[T].copy(),), (hall, rz_all, n_all, hn, Wh, key, resets)
 
     @staticmethod
     def backward(dhs: np.ndarray, dstate: State | None, cache: tuple, ws: Workspace | None = None):
@@ -524,7 +649,7 @@ class GRUCell:
 
         Returns ``dxw`` (T, B, 3H), ``{"Wh": (H, 3H), "bhn": (H,)}`` and ``(dh0,)``.
         """
-        hall, rz, n, hn, Wh, key = cache
+        hall, rz, n, hn, Wh, key, resets = cache
         T, B, H = dhs.shape
         dt = dhs.dtype
         r, z = rz[:, 0], rz[:, 1]
@@ -541,6 +666,9 @@ class GRUCell:
         np.subtract(hall[:-1], n, out=a_z)
         a_z *= z
         a_z *= one_minus_z
+        if resets is not None:  # a reset step's h_prev is zero
+            t_, b_ = resets.t, resets.b
+            a_z[t_, b_] = -n[t_, b_] * z[t_, b_] * one_minus_z[t_, b_]
         a_r = scratch(ws, key + "a_r", r.shape, dt)
         np.square(r, out=a_r)
         np.subtract(r, a_r, out=a_r)
@@ -551,6 +679,7 @@ class GRUCell:
         dh = np.zeros((B, H), dtype=dhs.dtype) if dstate is None else dstate[0].copy()
         rec = np.empty((B, H), dtype=dhs.dtype)
         WhT = _contiguous_transpose(Wh, ws, key)
+        starts = (resets or NO_RESETS).steps
         for t in range(T - 1, -1, -1):
             dh += dhs[t]
             dn_pre = dxw[t, :, 2 * H :]
@@ -561,8 +690,12 @@ class GRUCell:
             np.dot(dhw[t], WhT, out=rec)
             dh *= z[t]
             dh += rec
+            rows = starts.get(t)
+            if rows is not None:  # no gradient crosses a reset
+                dh[rows] = 0.0
         dxw[..., : 2 * H] = dhw[..., : 2 * H]
         dWh = hall[:-1].reshape(-1, H).T @ dhw.reshape(-1, 3 * H)
+        _without_reset_rows(dWh, hall, dhw, resets)
         dbhn = dhw[..., 2 * H :].sum(axis=(0, 1))
         return dxw, {"Wh": dWh, "bhn": dbhn}, (dh,)
 

@@ -20,6 +20,10 @@ by          (V,)           output bias
 
 With one-hot input the first layer's projection ``onehot(x) @ Wx`` is a row gather ``Wx[x]``,
 and its gradient a scatter-add; no one-hot matrix is ever built on the forward path.
+
+A ``resets`` mask restarts streams from the zero state inside a chunk (a new document of a
+stream of documents, :func:`charrnn.data.batches.document_resets`): every layer's state entering
+a masked step is zero, and no gradient flows back across it. None (no reset) is the plain pass.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
-from charrnn.engine.cells import CELLS
+from charrnn.engine.cells import CELLS, reset_points
 from charrnn.engine.workspace import Workspace, scratch
 
 DTYPES = ("float32", "float64")
@@ -329,6 +333,7 @@ def forward(
     rng: np.random.Generator | None = None,
     train: bool = False,
     workspace: Workspace | None = None,
+    resets: np.ndarray | None = None,
 ):
     """Forward pass through all layers up to the top hidden sequence.
 
@@ -342,6 +347,8 @@ def forward(
     workspace : Workspace, optional
         Reuse scratch arrays across calls (training loops); the returned arrays are then only
         valid until the next call with the same workspace.
+    resets : ndarray of bool, shape (T, B), or None
+        ``resets[t, b]``: stream ``b`` enters step ``t`` from the zero state, in every layer.
 
     Returns
     -------
@@ -357,6 +364,7 @@ def forward(
     assert rng is not None or not use_dropout, "rng is required for dropout in training mode"
     keep = 1.0 - config.dropout
     ws = workspace
+    points = reset_points(resets)
     xw, x = input_projection(params, config, inputs, ws)
     out = None
     new_state, caches = [], []
@@ -368,7 +376,7 @@ def forward(
             np.dot(out.reshape(T * B, -1), Wx, out=xw.reshape(T * B, -1))
             xw += params[f"l{k}.b"]
         p = layer_params(params, config, k)
-        hs, st, cache = cell.forward(xw, state[k], p, ws, f"l{k}.")
+        hs, st, cache = cell.forward(xw, state[k], p, ws, f"l{k}.", points)
         new_state.append(st)
         mask = None
         out = hs
@@ -391,8 +399,16 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def forward_logits(params: dict, config: NetworkConfig, inputs: np.ndarray, state: list):
+def forward_logits(
+    params: dict,
+    config: NetworkConfig,
+    inputs: np.ndarray,
+    state: list,
+    resets: np.ndarray | None = None,
+):
     """Logits for every step (inference: no dropout, no gradient).
+
+    ``resets`` (T, B) bool or None as in :func:`forward`.
 
     Returns
     -------
@@ -401,7 +417,7 @@ def forward_logits(params: dict, config: NetworkConfig, inputs: np.ndarray, stat
     top : ndarray, shape (T, B, H)
         Top-layer hidden states.
     """
-    top, new_state, _ = forward(params, config, inputs, state)
+    top, new_state, _ = forward(params, config, inputs, state, resets=resets)
     return output_logits(params, top), new_state, top
 
 
@@ -422,6 +438,7 @@ def loss_and_grads(
     rng: np.random.Generator | None = None,
     train: bool = True,
     workspace: Workspace | None = None,
+    resets: np.ndarray | None = None,
 ):
     """Mean cross-entropy per character and the gradient of every parameter.
 
@@ -436,6 +453,9 @@ def loss_and_grads(
     workspace : Workspace, optional
         Scratch arrays reused from call to call (see :mod:`charrnn.engine.workspace`). The returned
         gradients then live in the workspace and are overwritten by the next call.
+    resets : ndarray of bool, shape (T, B), or None
+        Where streams restart from the zero state (:func:`forward`); the loss and gradients
+        are then those of the pieces computed each from the zero state.
 
     Returns
     -------
@@ -447,7 +467,7 @@ def loss_and_grads(
     T, B = inputs.shape
     N = T * B
     ws = workspace
-    top, new_state, caches = forward(params, config, inputs, state, rng, train, ws)
+    top, new_state, caches = forward(params, config, inputs, state, rng, train, ws, resets)
     H = top.shape[-1]
     top2 = top.reshape(N, H)
     probs = scratch(ws, "probs", (N, config.vocab_size), top.dtype)

@@ -29,7 +29,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from charrnn.data import textbatch
-from charrnn.data.batches import BPTTBatches, ScoringWindows, scoring_windows
+from charrnn.data.batches import BPTTBatches, ScoringWindows, document_resets, scoring_windows
 from charrnn.engine import network, seqclf
 from charrnn.parallel import ParallelSteps, group_slices, scoring_threads
 
@@ -119,6 +119,9 @@ def window_nll(
 ) -> np.ndarray:
     """Summed negative log-likelihood of each window, read side by side from a zero state.
 
+    A window that crosses an end-of-document symbol restarts from the zero state there, as
+    training does (:func:`charrnn.data.batches.document_resets`).
+
     Parameters
     ----------
     windows : ScoringWindows
@@ -150,7 +153,9 @@ def window_nll(
             stop = min(L, start + T)
             inp = np.ascontiguousarray(windows.inputs[lo:hi, start:stop].T)  # (t, b)
             tgt = np.ascontiguousarray(windows.targets[lo:hi, start:stop].T)  # (t, b)
-            logits, state, _ = network.forward_logits(params, config, inp, state)
+            logits, state, _ = network.forward_logits(
+                params, config, inp, state, document_resets(inp)
+            )
             skip = max(0, windows.context - start)  # context positions of this chunk
             if skip >= stop - start:
                 continue
@@ -259,6 +264,11 @@ def stream_loss_on_all_cores(
 class LanguageModelTask:
     """Next-character prediction by truncated BPTT over one integer text.
 
+    The hidden state is carried from one chunk to the next and restarts from zero at every
+    document start (:func:`charrnn.data.batches.document_resets`), in the forward and the
+    backward pass, so that training sees every document from the state ``predict``, ``score``
+    and ``sample`` start it from. A text of one document trains exactly as with no resets.
+
     Parameters
     ----------
     config : NetworkConfig
@@ -311,7 +321,14 @@ class LanguageModelTask:
     def loss_and_grads(self, params, batch, rng, steps):
         inputs, targets = batch
         loss, grads, self._next_state = steps.loss_and_grads(
-            params, self.config, inputs, targets, self.state, rng, train=True
+            params,
+            self.config,
+            inputs,
+            targets,
+            self.state,
+            rng,
+            train=True,
+            resets=document_resets(inputs),
         )
         chars = self.batches_.chars_per_chunk
         return loss, grads, chars, chars

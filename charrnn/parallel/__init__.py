@@ -200,6 +200,7 @@ class ParallelSteps:
         state: list,
         rng: np.random.Generator | None = None,
         train: bool = True,
+        resets: np.ndarray | None = None,
     ):
         """Mean cross-entropy per character, gradients and new state of one chunk.
 
@@ -209,7 +210,7 @@ class ParallelSteps:
         """
         self.begin_step()
         return self.groups.loss_and_grads(
-            params, config, inputs, targets, state, rng, train, parallel=self.parallel_now
+            params, config, inputs, targets, state, rng, train, self.parallel_now, resets
         )
 
     def begin_step(self) -> None:

@@ -45,6 +45,15 @@ def group_slices(n_items: int, n_groups: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def _group_resets(resets: np.ndarray | None, streams: slice) -> np.ndarray | None:
+    """A group's columns of a (T, B) reset mask; None when the group has no reset, so a group
+    without a document boundary runs the plain step."""
+    if resets is None:
+        return None
+    part = resets[:, streams]
+    return part if part.any() else None
+
+
 class StreamGroups:
     """``network.loss_and_grads`` over contiguous groups of the batch's streams.
 
@@ -113,6 +122,7 @@ class StreamGroups:
         rng: np.random.Generator | None = None,
         train: bool = True,
         parallel: bool = False,
+        resets: np.ndarray | None = None,
     ):
         """Mean cross-entropy per character, gradients and new state, as
         :func:`charrnn.engine.network.loss_and_grads` computes them for the whole batch.
@@ -128,6 +138,9 @@ class StreamGroups:
             Run the groups in parallel: in worker processes or threads (see ``processes``; the
             caller limits BLAS to one thread meanwhile); otherwise one after another in the
             calling thread.
+        resets : ndarray of bool, shape (T, B), or None
+            Where streams restart from the zero state (:func:`charrnn.engine.network.forward`);
+            each group gets its own streams' columns, or None when they have no reset.
 
         Returns
         -------
@@ -141,11 +154,12 @@ class StreamGroups:
             )
         if self.n_groups == 1:
             return network.loss_and_grads(
-                params, config, inputs, targets, state, rng, train, self.workspaces[0]
+                params, config, inputs, targets, state, rng, train, self.workspaces[0], resets
             )
         seeds = self._group_seeds(config, rng, train)
         rngs = [rng if seed is None else np.random.default_rng(seed) for seed in seeds]
         group_states = [[tuple(a[s] for a in layer) for layer in state] for s in self.slices]
+        group_resets = [_group_resets(resets, s) for s in self.slices]
 
         def run(k: int):
             s = self.slices[k]
@@ -158,6 +172,7 @@ class StreamGroups:
                 rngs[k],
                 train,
                 self.workspaces[k],
+                group_resets[k],
             )
 
         results = None
@@ -165,7 +180,15 @@ class StreamGroups:
             try:
                 for k, w in enumerate(self._workers, start=1):
                     s = self.slices[k]
-                    w.submit(params, inputs[:, s], targets[:, s], group_states[k], train, seeds[k])
+                    w.submit(
+                        params,
+                        inputs[:, s],
+                        targets[:, s],
+                        group_states[k],
+                        train,
+                        seeds[k],
+                        group_resets[k],
+                    )
                 try:
                     first = run(0)
                 finally:  # collect every reply even if this process's group failed

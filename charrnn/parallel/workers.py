@@ -98,6 +98,7 @@ class GroupWorker:
         entries += [(f"grad/{k}", s, d) for k, (s, d) in self.param_specs.items()]
         ids = (max_steps, n_streams)
         entries += [(k, ids, np.dtype(np.intp).str) for k in ("inputs", "targets")]
+        entries += [("resets", ids, np.dtype(np.bool_).str)]
         for io in ("state_in", "state_out"):
             entries += [
                 (f"{io}/{k}.{j}", (n_streams, H), np.dtype(config.dtype).str)
@@ -151,19 +152,24 @@ class GroupWorker:
             and {k: (v.shape, v.dtype.str) for k, v in params.items()} == self.param_specs
         )
 
-    def submit(self, params, inputs, targets, state, train: bool, seed: int | None) -> None:
+    def submit(
+        self, params, inputs, targets, state, train: bool, seed: int | None, resets=None
+    ) -> None:
         """Start a step: ``inputs``/``targets`` (T, Bg) ids, ``state`` per layer (Bg, H) tuples;
-        ``seed`` seeds the dropout generator (None: no dropout). Collect with :meth:`result`."""
+        ``seed`` seeds the dropout generator (None: no dropout); ``resets`` (T, Bg) bool or
+        None, where streams restart from the zero state. Collect with :meth:`result`."""
         a = self.arrays
         for name, value in params.items():
             np.copyto(a[f"param/{name}"], value)
         T = inputs.shape[0]
         np.copyto(a["inputs"][:T], inputs)
         np.copyto(a["targets"][:T], targets)
+        if resets is not None:
+            np.copyto(a["resets"][:T], resets)
         for k, layer in enumerate(state):
             for j, s in enumerate(layer):
                 np.copyto(a[f"state_in/{k}.{j}"], s)
-        self._send(("step", T, bool(train), seed))
+        self._send(("step", T, bool(train), seed, resets is not None))
 
     def result(self):
         """``(loss, grads, new_state)`` of the submitted step; the arrays are shared views,
@@ -242,14 +248,23 @@ def _serve(channel_in, channel_out) -> None:
             message = pickle.load(channel_in)
         except EOFError:
             return
-        _, T, train, seed = message
+        _, T, train, seed, has_resets = message
         try:
             rng = None if seed is None else np.random.default_rng(seed)
             state = [
                 tuple(a[f"state_in/{k}.{j}"] for j in range(S)) for k in range(config.num_layers)
             ]
+            resets = a["resets"][:T] if has_resets else None
             loss, grads, new_state = network.loss_and_grads(
-                params, config, a["inputs"][:T], a["targets"][:T], state, rng, train, workspace
+                params,
+                config,
+                a["inputs"][:T],
+                a["targets"][:T],
+                state,
+                rng,
+                train,
+                workspace,
+                resets,
             )
             for name in names:
                 np.copyto(a[f"grad/{name}"], grads[name])
