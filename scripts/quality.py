@@ -250,6 +250,8 @@ def main(corpus, minutes, with_torch, torch_only, json_path, seed, threads, **ov
 TORCH_CONFIGS = {
     "lstm 2x256 dropout 0.1": {"dropout": 0.1},
     "lstm 2x256 dropout 0.2": {"dropout": 0.2},
+    # charrnn's own default network, so the comparison is also cell for cell
+    "gru 2x256 dropout 0.2": {"cell": "gru", "dropout": 0.2},
 }
 TORCH_BASE = {
     "cell": "lstm",
@@ -354,12 +356,15 @@ def run_charrnn(train_text, test_ids_fn, overrides, budget_s, seed) -> dict:
     help="PyTorch configurations to run (default: all).",
 )
 @click.option("--no-torch", is_flag=True, help="Skip PyTorch.")
+@click.option("--no-charrnn", is_flag=True, help="Skip charrnn (PyTorch runs only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def sizes_main(sizes, budget, variants, torch_configs, no_torch, seed, json_path):
+def sizes_main(sizes, budget, variants, torch_configs, no_torch, no_charrnn, seed, json_path):
     """Loss on unseen plays after a fixed budget, per training size: charrnn vs PyTorch."""
     plays = [p.text for p in shakespeare_plays(build=False)]
     variants = [_parse_variant(v) for v in variants] or [("defaults", {})]
+    if no_charrnn:
+        variants = []
     if no_torch:
         torch_configs = ()
     elif not torch_configs:
