@@ -65,6 +65,21 @@ def unknown_fields(cls, values) -> list[str]:
     return problems
 
 
+def config_values(cls, values) -> tuple[list[str], dict | None]:
+    """The checks every engine config's ``field_problems`` starts with.
+
+    Returns the problems found so far and, when the field names are right, every field's value
+    (defaults filled in) for the config's own checks; None instead when they are not.
+    """
+    problems = unknown_fields(cls, values)
+    if problems:
+        return problems, None
+    v = {f.name: f.default for f in fields(cls) if f.default is not MISSING} | dict(values)
+    if not (isinstance(v["cell"], str) and v["cell"] in CELLS):
+        problems.append(f"cell must be one of {sorted(CELLS)}, got {v['cell']!r}")
+    return problems, v
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """The shape of a network.
@@ -108,12 +123,9 @@ class NetworkConfig:
         :mod:`charrnn.io` calls it on a model file's header before building a config, so a
         corrupt file is refused with a message (assertions vanish under ``python -O``).
         """
-        problems = unknown_fields(cls, values)
-        if problems:
+        problems, v = config_values(cls, values)
+        if v is None:
             return problems
-        v = {f.name: f.default for f in fields(cls) if f.default is not MISSING} | dict(values)
-        if not (isinstance(v["cell"], str) and v["cell"] in CELLS):
-            problems.append(f"cell must be one of {sorted(CELLS)}, got {v['cell']!r}")
         for name in ("vocab_size", "hidden_size", "num_layers"):
             if not _is_count(v[name]):
                 problems.append(f"{name} must be a positive integer, got {v[name]!r}")

@@ -58,20 +58,20 @@ these heads.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from charrnn.engine.cells import CELLS
 from charrnn.engine.network import (
     DTYPES,
+    config_values,
     gate_bias,
     glorot,
     is_real,
     log_softmax,
     orthogonal,
     scatter_rows,
-    unknown_fields,
 )
 
 POOLINGS = ("last", "mean", "max")
@@ -155,12 +155,9 @@ class SeqClfConfig:
         As :meth:`charrnn.engine.network.NetworkConfig.field_problems`: asserted by
         ``__post_init__``, called by :mod:`charrnn.io` on a model file's header.
         """
-        problems = unknown_fields(cls, values)
-        if problems:
+        problems, v = config_values(cls, values)
+        if v is None:
             return problems
-        v = {f.name: f.default for f in fields(cls) if f.default is not MISSING} | dict(values)
-        if not (isinstance(v["cell"], str) and v["cell"] in CELLS):
-            problems.append(f"cell must be one of {sorted(CELLS)}, got {v['cell']!r}")
         if not (isinstance(v["loss"], str) and v["loss"] in LOSSES):
             return [*problems, f"loss must be one of {LOSSES}, got {v['loss']!r}"]
         float_input = v["input_size"] is not None
