@@ -15,6 +15,10 @@ the zero state as ``predict`` reads them (an end-of-document symbol, then the do
 - ``keep_mean``, ``keep_gt_095``, ``units_keep_gt_095``: the keep gate on the dot steps (LSTM
   forget gate, GRU update gate): mean, share of values above 0.95, units whose mean is above
   0.95;
+- ``c_abs_median``, ``c_saturated`` (LSTM): the cell state at the cue step, median of ``|c|``
+  and share of units with ``|tanh(c)| > 0.95``, where the read-out ``o * tanh(c)`` passes
+  (almost) no gradient back to ``c``: a cell that counts the dots by integrating them grows
+  ``|c|`` with the lag;
 - ``grad_ratio``: :func:`charrnn.diagnostics.recall_gradient_ratio` (gradient reaching the key
   step over lag 1's);
 - ``gradnorm_median``, ``gradnorm_max``, ``share_clipped``: the global gradient norm before
@@ -84,6 +88,10 @@ def probe(model, test: list[str], lag: int) -> dict:
         out["keep_mean"] = float(keep.mean())
         out["keep_gt_095"] = float((keep > 0.95).mean())
         out["units_keep_gt_095"] = int((keep.mean(axis=(0, 1)) > 0.95).sum())
+    if len(states) > 1:
+        cue_c = states[1][-1].astype(np.float64)  # (B, H): after reading the cue
+        out["c_abs_median"] = float(np.median(np.abs(cue_c)))
+        out["c_saturated"] = float(np.mean(np.abs(np.tanh(cue_c)) > 0.95))
     return out
 
 
