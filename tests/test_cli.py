@@ -123,9 +123,17 @@ def test_train_defaults_are_the_estimators():
         expected = TRAIN_DEFAULTS.get(name, signature[name].default)
         assert options[name].default == expected, name
     # the deliberate differences: a bare `charrnn train` fits in 15 minutes, its time budget
-    # governs, it ends on all the text and chooses dropout by corpus size
-    assert set(TRAIN_DEFAULTS) == {"max_time", "max_iter", "refit_fraction", "dropout"}
+    # governs, it ends on all the text, chooses dropout by corpus size and decays weights
+    assert set(TRAIN_DEFAULTS) == {
+        "max_time",
+        "max_iter",
+        "refit_fraction",
+        "dropout",
+        "optimizer",
+        "weight_decay",
+    }
     assert TRAIN_DEFAULTS["max_time"] <= 840 and TRAIN_DEFAULTS["dropout"] is None
+    assert (TRAIN_DEFAULTS["optimizer"], TRAIN_DEFAULTS["weight_decay"]) == ("adamw", 0.1)
     help_text = " ".join(run("train", "--help").output.split())
     assert f"[default: {signature['hidden_size'].default}; x>=1]" in help_text
 

@@ -418,6 +418,9 @@ def test_summary_says_what_was_held_out_and_what_the_final_model_saw(tmp_path):
     gen = load(tmp_path / "models" / "tiny.npz")
     assert gen.final_stretch_["steps"] > 0
     assert gen.dropout is None and "chosen by corpus size" in result.output
+    # a bare run trains with AdamW's decoupled weight decay, and the saved optimiser state says so
+    assert (gen.optimizer, gen.weight_decay) == ("adamw", 0.1)
+    assert gen._optim_state["adamw.weight_decay"] == 0.1
     assert re.search(
         r"validation loss: [\d.]+ nats/char \([\d.]+ bits/char\), standard error", result.output
     )

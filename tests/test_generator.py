@@ -532,7 +532,7 @@ PARAM_SPACE = {
     "hidden_size": (st.integers(1, 6), _bad_int(1) | st.booleans() | st.none()),
     "num_layers": (st.integers(1, 2), _bad_int(1) | st.none()),
     "embedding_dim": (st.none() | st.integers(1, 4), _bad_int(1)),
-    "dropout": (st.floats(0.0, 0.9), _bad_real(-1e-9, 1.0) | st.none()),
+    "dropout": (st.floats(0.0, 0.9), _bad_real(-1e-9, 1.0)),  # None: chosen by corpus size
     "seq_length": (st.integers(1, 6), _bad_int(1) | st.none()),
     "batch_size": (st.integers(1, 3), _bad_int(1) | st.none()),
     "learning_rate": (st.floats(1e-4, 0.05), _bad_real(0.0) | st.none()),
