@@ -12,7 +12,8 @@ is that charrnn's chunks sometimes cut a document, so this side sees at least as
 ``--init torch`` keeps PyTorch's own initialisation (uniform +-1/sqrt(64), biases too);
 ``--init charrnn`` ports charrnn's (Glorot input and output weights, an orthogonal block per gate,
 zero biases) with ``--gate-init forget1`` (LSTM forget bias 1) or ``chrono``
-(Tallec & Ollivier 2018, T = ``seq_length``) as :func:`charrnn.engine.network.gate_bias` does.
+(Tallec & Ollivier 2018, T = ``seq_length``), the biases from
+:func:`charrnn.engine.network.gate_bias` itself.
 
 Reported per run: accuracy of the argmax after the cue on 500 held-out documents (chance 0.25),
 and for the LSTM the cell state at the cue: median ``|c|`` and the share of units with
@@ -34,6 +35,8 @@ import click
 import numpy as np
 
 from charrnn.diagnostics import recall_documents
+from charrnn.engine.cells import CELLS
+from charrnn.engine.network import gate_bias
 from charrnn.engine.optim import LRSchedule
 
 TEST_SEED = 10_000
@@ -60,15 +63,17 @@ def _init_charrnn(torch, net, head, cell: str, gate_init: str, t_max: int, vocab
             torch.nn.init.orthogonal_(net.weight_hh_l0[g * H : (g + 1) * H])
         net.bias_ih_l0.zero_()
         net.bias_hh_l0.zero_()
-        if cell == "lstm" and gate_init == "forget1":
-            net.bias_ih_l0[H : 2 * H] = 1.0
-        elif gate_init == "chrono" and cell in ("lstm", "gru"):
-            keep = torch.log(torch.empty(H).uniform_(1.0, max(t_max - 1, 1)))
-            if cell == "lstm":
-                net.bias_ih_l0[H : 2 * H] = keep  # forget
-                net.bias_ih_l0[:H] = -keep  # input
-            else:
-                net.bias_ih_l0[H : 2 * H] = keep  # torch's z keeps the old state
+        # charrnn's own biases (engine.network.gate_bias), moved from its fused gate order to
+        # torch's: its keep gate is torch's f (LSTM) / z (GRU), its write gate torch's i
+        bias = gate_bias(cell, H, gate_init, np.random.default_rng(), np.float32, t_max)
+        cls = CELLS[cell]
+        torch_block = {"lstm": {"keep": 1, "write": 0}, "gru": {"keep": 1}}.get(cell, {})
+        for role, gate in (("keep", cls.keep_gate), ("write", cls.write_gate)):
+            if gate is not None and role in torch_block:
+                t = torch_block[role]
+                net.bias_ih_l0[t * H : (t + 1) * H] = torch.from_numpy(
+                    bias[gate * H : (gate + 1) * H]
+                )
         a = math.sqrt(6.0 / (H + vocab))
         head.weight.uniform_(-a, a)
         head.bias.zero_()
