@@ -55,6 +55,7 @@ from charrnn.diagnostics import (
     recall_stream_accuracy,
 )
 from charrnn.engine.network import GATE_INITS
+from charrnn.engine.optim import OPTIMIZERS
 from charrnn.io import atomic_write
 
 CELLS = ("rnn", "lstm", "gru")
@@ -81,10 +82,11 @@ def _cell_list(ctx, param, value: str) -> list[str]:
     return cells
 
 
-def run_one(cell, lag, seed, *, documents, passes, gate_init, test):
+def run_one(cell, lag, seed, *, documents, passes, gate_init, optimizer, test):
     """Train one model on the recall task at ``lag``; return its measurements."""
     train = recall_documents(documents, lag, np.random.default_rng([seed, lag]))
-    extra = {} if gate_init is None else {"gate_init": gate_init}
+    chosen = {"gate_init": gate_init, "optimizer": optimizer}
+    extra = {k: v for k, v in chosen.items() if v is not None}
     model = recall_generator(cell, lag, max_iter=passes, random_state=seed, **extra)
     initial = recall_generator(cell, lag, random_state=seed, **extra).initialize(train)
     ratio_init = recall_gradient_ratio(initial, test[:N_GRADIENT_DOCS])
@@ -98,6 +100,8 @@ def run_one(cell, lag, seed, *, documents, passes, gate_init, test):
         "lag": lag,
         "seed": seed,
         "gate_init": model.gate_init,
+        "optimizer": model.optimizer,
+        "learning_rate": model.learning_rate,
         "accuracy": recall_accuracy(model, test, n_context=0),
         "stream_accuracy": recall_stream_accuracy(model, test),
         "grad_ratio": recall_gradient_ratio(model, test[:N_GRADIENT_DOCS]),
@@ -277,11 +281,16 @@ def plot(records, rows, cells, lags, path: Path, title: str) -> None:
         fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120)
 
 
-def _budget(settings) -> str:
-    gate = settings["gate_init"] or "the default"
+def _budget(settings, records) -> str:
+    # runs saved before the optimizer was recorded all used Adam at 1e-2
+    optimizers = sorted(
+        {f"{r.get('optimizer', 'adam')} {r.get('learning_rate', 1e-2):g}" for r in records}
+    )
+    gates = sorted({r["gate_init"] for r in records})
     return (
         f"{settings['passes']} passes over {settings['documents']} documents, hidden 64, "
-        f"batch 32, seq_length 4 * (lag + 2), Adam 1e-2, gate_init {gate}"
+        f"batch 32, seq_length 4 * (lag + 2), {' / '.join(optimizers)}, "
+        f"gate_init {' / '.join(gates)}"
     )
 
 
@@ -292,9 +301,9 @@ def _report(records, settings, elapsed, plot_path) -> None:
     rows = summarise(records, cells, lags)
     click.echo(markdown_tables(rows, cells, lags))
     took = "" if elapsed is None else f", {elapsed / 60:.1f} min"
-    click.echo(f"\n{len(records)} runs{took}; {_budget(settings)}")
+    click.echo(f"\n{len(records)} runs{took}; {_budget(settings, records)}")
     if plot_path is not None:
-        title = f"recall task, {settings['seeds']} seed(s) per lag:\n{_budget(settings)}"
+        title = f"recall task, {settings['seeds']} seed(s) per lag:\n{_budget(settings, records)}"
         plot(records, rows, cells, lags, plot_path, title)
         click.echo(f"plot written to {plot_path}", err=True)
 
@@ -326,14 +335,14 @@ def _write_json(path, settings, records, cells, lags, elapsed=None):
 @click.option(
     "--documents",
     type=click.IntRange(32),
-    default=1000,
+    default=4000,
     show_default=True,
     help="Training documents per run.",
 )
 @click.option(
     "--passes",
     type=click.IntRange(1),
-    default=20,
+    default=60,
     show_default=True,
     help="Passes over the training documents (max_iter).",
 )
@@ -345,7 +354,14 @@ def _write_json(path, settings, records, cells, lags, elapsed=None):
     help="gate_init of every run.",
 )
 @click.option(
-    "--n-test", type=click.IntRange(1), default=200, show_default=True, help="Held-out documents."
+    "--optimizer",
+    type=click.Choice(sorted(OPTIMIZERS)),
+    default=None,
+    show_default="the estimator's default",
+    help="optimizer of every run (at the task's learning rate, 1e-2).",
+)
+@click.option(
+    "--n-test", type=click.IntRange(1), default=500, show_default=True, help="Held-out documents."
 )
 @click.option(
     "--jobs",
@@ -376,7 +392,18 @@ def _write_json(path, settings, records, cells, lags, elapsed=None):
     help="Write the figure here (needs matplotlib).",
 )
 def main(
-    lags, seeds, cells, documents, passes, gate_init, n_test, jobs, json_path, from_json, plot_path
+    lags,
+    seeds,
+    cells,
+    documents,
+    passes,
+    gate_init,
+    optimizer,
+    n_test,
+    jobs,
+    json_path,
+    from_json,
+    plot_path,
 ):
     """Recall a key across LAG dots: rnn vs lstm vs gru, default settings, same budget."""
     if plot_path is not None:
@@ -395,6 +422,7 @@ def main(
         "documents": documents,
         "passes": passes,
         "gate_init": gate_init,
+        "optimizer": optimizer,
         "n_test": n_test,
         "jobs": jobs,
         "load_before": os.getloadavg()[0],
@@ -413,7 +441,7 @@ def main(
     ]
     records = []
     t_start = time.perf_counter()
-    common = dict(documents=documents, passes=passes, gate_init=gate_init)
+    common = dict(documents=documents, passes=passes, gate_init=gate_init, optimizer=optimizer)
     # Every run is seeded on its own, so the results do not depend on --jobs or on the order.
     for rec in _run_all(order, jobs, tests, common):
         records.append(rec)
