@@ -212,35 +212,43 @@ def markdown_tables(rows, cells, lags) -> str:
 
 def plot(records, rows, cells, lags, path: Path, title: str) -> None:
     """Left: recall accuracy against lag (predict: median, range and one dot per run; in the
-    stream: median). Right: gradient ratio."""
+    stream: median). Right: gradient ratio, trained and initialised. One legend below both."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     colours = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
     jitter = {"rnn": 0.95, "lstm": 1.0, "gru": 1.05}
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    # series from a second --from-json file ("lstm rmsprop") get colours of their own
+    extra_colours = iter(["tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan"])
+    for k, cell in enumerate(c for c in cells if c not in colours):
+        colours[cell] = next(extra_colours, "black")
+        jitter[cell] = 1.02 + 0.02 * k
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
+    handles = []
     for cell in cells:
         c = colours[cell]
         xs = [lag for lag in lags if (cell, lag) in rows]
         med = np.array([rows[(cell, x)]["median_accuracy"] for x in xs])
         lo = med - [rows[(cell, x)]["min_accuracy"] for x in xs]
         hi = [rows[(cell, x)]["max_accuracy"] for x in xs] - med
-        ax1.errorbar(
-            [x * jitter[cell] for x in xs],
-            med,
-            yerr=[lo, hi],
-            fmt="-o",
-            color=c,
-            capsize=3,
-            label=f"{cell}: predict (median, range)",
+        handles.append(
+            ax1.errorbar(
+                [x * jitter[cell] for x in xs],
+                med,
+                yerr=[lo, hi],
+                fmt="-o",
+                color=c,
+                capsize=3,
+                label=cell,
+            )
         )
         ax1.plot(
             xs,
             [rows[(cell, x)]["median_stream_accuracy"] for x in xs],
             "--",
             color=c,
-            alpha=0.7,
-            label=f"{cell}: in the stream (median)",
+            alpha=0.6,
         )
         runs = [r for r in records if r["cell"] == cell]
         ax1.scatter(
@@ -250,18 +258,9 @@ def plot(records, rows, cells, lags, path: Path, title: str) -> None:
             alpha=0.35,
             s=14,
         )
-        ax2.plot(
-            xs, [rows[(cell, x)]["grad_ratio"] for x in xs], "-o", color=c, label=f"{cell} trained"
-        )
-        ax2.plot(
-            xs,
-            [rows[(cell, x)]["grad_ratio_init"] for x in xs],
-            "--",
-            color=c,
-            alpha=0.6,
-            label=f"{cell} initialised",
-        )
-    ax1.axhline(1 / RECALL_N_KEYS, color="grey", linestyle=":", label="chance")
+        ax2.plot(xs, [rows[(cell, x)]["grad_ratio"] for x in xs], "-o", color=c)
+        ax2.plot(xs, [rows[(cell, x)]["grad_ratio_init"] for x in xs], "--", color=c, alpha=0.6)
+    ax1.axhline(1 / RECALL_N_KEYS, color="grey", linestyle=":")
     ax1.axhline(RECALLS, color="grey", linestyle="--", linewidth=0.8)
     for ax in (ax1, ax2):
         ax.set_xscale("log")
@@ -270,12 +269,20 @@ def plot(records, rows, cells, lags, path: Path, title: str) -> None:
         ax.grid(True, alpha=0.3)
     ax1.set_ylim(0, 1.02)
     ax1.set_ylabel("recall accuracy")
-    ax1.set_title("recall of the key after the cue", fontsize=10)
-    ax1.legend(fontsize=8)
+    ax1.set_title(
+        "recall after the cue: predict (solid, median and range; dots: runs),\n"
+        "in the stream (dashed, median); dotted: chance, dashed grey: 0.9",
+        fontsize=9,
+    )
     ax2.set_yscale("log")
     ax2.set_ylabel("||dL/dh|| at the key step / at lag 1")
-    ax2.set_title("gradient reaching the key", fontsize=10)
-    ax2.legend(fontsize=7)
+    ax2.set_title(
+        "gradient reaching the key (geometric mean over seeds):\n"
+        "trained (solid), initialised (dashed)",
+        fontsize=9,
+    )
+    styles = [Line2D([], [], color="grey", linestyle=":", label="chance")]
+    fig.legend(handles=handles + styles, loc="outside lower center", ncol=len(handles) + 1)
     fig.suptitle(title, fontsize=10)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120)
@@ -292,6 +299,41 @@ def _budget(settings, records) -> str:
         f"batch 32, seq_length 4 * (lag + 2), {' / '.join(optimizers)}, "
         f"gate_init {' / '.join(gates)}"
     )
+
+
+def merge_saved(saved: list[dict]) -> tuple[list[dict], dict]:
+    """Runs and settings of several ``--json`` files as one table.
+
+    A cell that an earlier file already holds becomes its own series, named by the cell and
+    the later file's optimizer and gate initialisation where they differ (``"lstm rmsprop"``).
+    The files must share the budget (documents and passes), or they could not share a table.
+    """
+    first = saved[0]["settings"]
+    for doc in saved[1:]:
+        for key in ("documents", "passes"):
+            if doc["settings"][key] != first[key]:
+                raise click.UsageError(
+                    f"--from-json files differ in {key} ({first[key]} and "
+                    f"{doc['settings'][key]}): one table needs one budget"
+                )
+    records, cells, seen = [], [], {}
+    for doc in saved:
+        for r in doc["runs"]:
+            how = (r.get("optimizer", "adam"), r["gate_init"])
+            label = r["cell"]
+            if seen.setdefault(label, how) != how:
+                first_how = seen[r["cell"]]
+                label = " ".join([r["cell"], *(h for h, f in zip(how, first_how) if h != f)])
+            if label not in cells:
+                cells.append(label)
+            records.append({**r, "cell": label})
+    settings = {
+        **first,
+        "cells": cells,
+        "lags": sorted({g for doc in saved for g in doc["settings"]["lags"]}),
+        "seeds": max(doc["settings"]["seeds"] for doc in saved),
+    }
+    return records, settings
 
 
 def _report(records, settings, elapsed, plot_path) -> None:
@@ -381,8 +423,9 @@ def _write_json(path, settings, records, cells, lags, elapsed=None):
     "--from-json",
     "from_json",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Do not train: print the tables (and --plot) from the runs saved by an earlier --json.",
+    multiple=True,
+    help="Do not train: print the tables (and --plot) from the runs saved by an earlier --json "
+    "(repeat to put several in one table, e.g. the defaults and --optimizer rmsprop).",
 )
 @click.option(
     "--plot",
@@ -411,9 +454,11 @@ def main(
             import matplotlib  # noqa: F401
         except ImportError:
             raise click.UsageError("--plot needs matplotlib") from None
-    if from_json is not None:
-        saved = json.loads(from_json.read_text(encoding="utf-8"))
-        _report(saved["runs"], saved["settings"], saved.get("elapsed_s"), plot_path)
+    if from_json:
+        saved = [json.loads(path.read_text(encoding="utf-8")) for path in from_json]
+        records, merged = merge_saved(saved)
+        elapsed = None if len(saved) > 1 else saved[0].get("elapsed_s")
+        _report(records, merged, elapsed, plot_path)
         return
     settings = {
         "lags": lags,
