@@ -290,6 +290,23 @@ def test_time_budget_then_resume_with_a_larger_budget(corpus, tmp_path):
     assert "already completed" in error_line(run("train", corpus, "--resume", code=2))
 
 
+def test_resume_refuses_a_budget_used_up_by_the_validated_part(corpus, tmp_path):
+    # With a final stretch the validated part stops at (1 - refit_fraction) of --max-time, so
+    # the time it records can be below --max-time; resuming with the same budget must still
+    # be refused rather than train again.
+    run("train", corpus, "--max-time", "0.01", "--max-iter", "500", *TINY)
+    model = tmp_path / "models" / "tiny.npz"
+    gen = load(model)
+    assert gen.stop_reason_ == "max_time"
+    gen._training_state[0]["elapsed"] = 0.5 * gen.max_time  # what a slow first step leaves
+    gen.save(model)
+    assert load(model).training_progress_["elapsed"] < gen.max_time
+    assert "time budget" in error_line(run("train", corpus, "--resume", code=2))
+    before = load(model).n_chars_seen_
+    run("train", corpus, "--resume", "--max-time", "0.02")
+    assert load(model).n_chars_seen_ > before
+
+
 def test_resume_refuses_other_text_and_fixed_options(corpus, tmp_path):
     run("train", corpus, "--max-iter", "1", *TINY)
     shuffled = tmp_path / "other" / "tiny.txt"

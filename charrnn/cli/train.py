@@ -223,7 +223,15 @@ def _prepare_resume(ctx, model: Path, corpus: CorpusText, hyper: dict) -> CharRN
             f"{model} has already completed {progress['epoch']} passes (--max-iter "
             f"{gen.max_iter}); give a larger --max-iter to train further"
         )
-    if gen.max_time is not None and progress["elapsed"] >= gen.max_time:
+    # A run with a final stretch gives its validated part only the first share of max_time,
+    # so a model stopped by the budget can record less elapsed time than max_time: what says
+    # the budget is used is the stop itself, unless this resume gives a larger one.
+    stopped_by_budget = getattr(gen, "stop_reason_", None) == "max_time" and (
+        saved["max_time"] is not None
+        and gen.max_time is not None
+        and gen.max_time <= saved["max_time"]
+    )
+    if gen.max_time is not None and (progress["elapsed"] >= gen.max_time or stopped_by_budget):
         raise click.UsageError(
             f"{model} has used its time budget ({progress['elapsed']:.0f} s of --max-time "
             f"{gen.max_time:g}); give a larger --max-time (0 = no limit) to train further"
