@@ -170,6 +170,45 @@ def test_a_changed_weight_decay_wins_over_the_saved_optimizer_state():
     assert est._optim_state["adamw.weight_decay"] == 0.05
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_betas_reach_adam_and_change_training(optimizer):
+    kw = dict(optimizer=optimizer, validation_fraction=0, max_iter=2, random_state=0)
+    default = tiny(**kw).fit(DOCS)
+    assert (
+        default._optim_state[f"{optimizer}.beta1"],
+        default._optim_state[f"{optimizer}.beta2"],
+    ) == (
+        0.9,
+        0.999,
+    )
+    plain = tiny(beta_1=0.0, beta_2=0.99, **kw).fit(DOCS)
+    assert (plain._optim_state[f"{optimizer}.beta1"], plain._optim_state[f"{optimizer}.beta2"]) == (
+        0.0,
+        0.99,
+    )
+    assert not np.array_equal(plain.params_["Why"], default.params_["Why"])
+
+
+def test_betas_are_unused_by_the_other_optimizers():
+    kw = dict(optimizer="rmsprop", validation_fraction=0, max_iter=1, random_state=0)
+    a = tiny(**kw).fit(DOCS)
+    b = tiny(beta_1=0.0, beta_2=0.5, **kw).fit(DOCS)
+    for name in a.params_:
+        assert_array_equal(a.params_[name], b.params_[name])
+
+
+def test_changed_betas_win_over_the_saved_optimizer_state():
+    est = tiny(validation_fraction=0).partial_fit(DOCS)
+    est.set_params(beta_1=0.5, beta_2=0.9).partial_fit(DOCS)
+    assert (est._optim_state["adam.beta1"], est._optim_state["adam.beta2"]) == (0.5, 0.9)
+
+
+@pytest.mark.parametrize(("name", "value"), [("beta_1", 1.0), ("beta_2", -0.1), ("beta_2", "x")])
+def test_bad_betas_are_refused_by_name(name, value):
+    with pytest.raises(ValueError, match=name):
+        tiny(**{name: value}).fit(DOCS)
+
+
 def test_warm_start_refuses_a_different_architecture():
     est = tiny(warm_start=True, max_iter=1).fit(DOCS)
     est.set_params(hidden_size=8)

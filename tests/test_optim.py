@@ -492,3 +492,13 @@ def test_schedule_bad_progress_and_dict():
         LRSchedule.from_dict({"kind": "step"})
     with pytest.raises(ValueError, match="warmup"):
         LRSchedule.from_dict({"kind": "warmup_cosine", "warmup": 1.5})
+
+
+def test_set_hyperparameters_checks_names_and_values():
+    opt = Adam({"w": np.zeros(3)}, 1e-3)
+    opt.set_hyperparameters(beta1=0.0, beta2=0.99)
+    assert (opt.hyperparameters["beta1"], opt.hyperparameters["beta2"]) == (0.0, 0.99)
+    with pytest.raises(AssertionError, match="momentum"):
+        opt.set_hyperparameters(momentum=0.9)
+    with pytest.raises(AssertionError, match="beta2"):
+        opt.set_hyperparameters(beta2=1.5)

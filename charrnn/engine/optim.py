@@ -165,8 +165,15 @@ class Optimizer:
 
     @weight_decay.setter
     def weight_decay(self, value: float) -> None:
-        assert "weight_decay" in self.checks, f"{type(self).__name__} has no weight_decay"
-        self._hyper["weight_decay"] = _checked("nonnegative", "weight_decay", value)
+        self.set_hyperparameters(weight_decay=value)
+
+    def set_hyperparameters(self, **values: Any) -> None:
+        """Change hyperparameters of this optimiser (say, when a resumed run asks for other
+        betas than its saved state holds); every name must be one of :attr:`checks`."""
+        unknown = sorted(values.keys() - self.checks.keys())
+        assert not unknown, f"{type(self).__name__} has no hyperparameter {unknown}"
+        for key, value in values.items():
+            self._hyper[key] = _checked(self.checks[key], key, value)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:

@@ -117,6 +117,14 @@ SHARED_PARAMETERS: dict[str, Param] = {
     "batch_size": Param(Integer(1), "Sequences per training step."),
     "learning_rate": Param(Real(0.0, low_open=True), "Peak learning rate."),
     "optimizer": Param(Options(options(OPTIMIZERS)), "Update rule (as in torch.optim)."),
+    "beta_1": Param(
+        Real(0.0, 1.0, high_open=True),
+        "Adam's and AdamW's decay of the gradient average (momentum); unused by the others.",
+    ),
+    "beta_2": Param(
+        Real(0.0, 1.0, high_open=True),
+        "Adam's and AdamW's decay of the squared-gradient average; unused by the others.",
+    ),
     "weight_decay": Param(
         Real(0.0, none_ok=True),
         "Weight decay: an L2 penalty in the gradient, or decoupled for adamw; "
@@ -342,6 +350,14 @@ class RecurrentEstimator(BaseEstimator):
     def _record_training_data(self, data) -> None:
         """Remember what identifies the data a ``fit`` trains on (for a later resume)."""
 
+    def _optimizer_options(self) -> dict:
+        """The optimiser's settings the parameters give, beyond the learning rate: weight
+        decay unless None (the optimiser's default), and the betas for Adam and AdamW."""
+        options = {} if self.weight_decay is None else {"weight_decay": self.weight_decay}
+        if self.optimizer in ("adam", "adamw"):
+            options.update(beta1=self.beta_1, beta2=self.beta_2)
+        return options
+
     def _make_average(self):
         """A :class:`~charrnn.engine.averaging.WeightAverage` to keep during training, or None."""
         return None
@@ -462,11 +478,12 @@ class RecurrentEstimator(BaseEstimator):
         if not incremental:
             self.final_stretch_ = None
         task = self._make_task(data, validation=not incremental, rng=self._train_rng)
-        decay = {} if self.weight_decay is None else {"weight_decay": self.weight_decay}
         trainer = Trainer(
             self.params_,
             task,
-            optimizer=make_optimizer(self.optimizer, self.params_, self.learning_rate, **decay),
+            optimizer=make_optimizer(
+                self.optimizer, self.params_, self.learning_rate, **self._optimizer_options()
+            ),
             learning_rate=self.learning_rate,
             clip_norm=self.clip_norm,
             schedule=LRSchedule("constant" if incremental else self.lr_schedule),
@@ -479,9 +496,9 @@ class RecurrentEstimator(BaseEstimator):
             # another optimiser than last time: its state starts afresh
             with contextlib.suppress(ValueError):
                 trainer.optimizer.load_state_dict(self._optim_state)
-        if continuing and self.weight_decay is not None:
-            # a loaded state brings back the decay it was saved with; the parameter wins
-            trainer.optimizer.weight_decay = self.weight_decay
+        if continuing:
+            # a loaded state brings back the settings it was saved with; the parameters win
+            trainer.optimizer.set_hyperparameters(**self._optimizer_options())
         share = 0.0 if incremental or not task.has_validation else self._final_stretch_share()
         # both parts share one way of running steps: worker processes and BLAS timing cost
         # seconds to start, a large part of a short final stretch

@@ -163,6 +163,12 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         100+ steps found the read-out in 1,860 updates with "rmsprop" where Adam needed about
         four times as many; Adam stays the default because it learned Shakespeare better
         (RMSprop at the same rate was unstable on the default GRU).
+    beta_1 : float in [0, 1), default=0.9
+        Decay of Adam's (and AdamW's) running average of the gradient, its momentum;
+        ``beta1`` of ``torch.optim.Adam``'s ``betas``. Unused by the other optimisers.
+    beta_2 : float in [0, 1), default=0.999
+        Decay of Adam's (and AdamW's) running average of the squared gradient; ``beta2`` of
+        ``betas``. Unused by the other optimisers.
     weight_decay : float >= 0 or None, default=None
         Weight decay: ``weight_decay * w`` added to every gradient (an L2 penalty) for adam,
         rmsprop, adagrad and sgd; the weights shrunk by ``learning_rate * weight_decay`` at
@@ -324,6 +330,8 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
         batch_size=32,
         learning_rate=5e-3,
         optimizer="adam",
+        beta_1=0.9,
+        beta_2=0.999,
         weight_decay=None,
         clip_norm=5.0,
         max_iter=10,
