@@ -160,9 +160,9 @@ class CharRNNGenerator(TextReadingMixin, RecurrentEstimator):
     optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
         Update rule, numerically as its namesake in ``torch.optim`` (:mod:`charrnn.engine.optim`).
         Measured (docs/benchmarks.md, long memory): an LSTM that must carry one character across
-        100+ steps found the read-out in 1,860 updates with "rmsprop" where Adam needed about
-        four times as many; Adam stays the default because it learned Shakespeare better
-        (RMSprop at the same rate was unstable on the default GRU).
+        100 steps found the read-out in 1,860 updates with "rmsprop" (or Adam with
+        ``beta_1=0, beta_2=0.99``) where Adam's defaults needed about four times as many; the
+        defaults stay because they learned Shakespeare better.
     beta_1 : float in [0, 1), default=0.9
         Decay of Adam's (and AdamW's) running average of the gradient, its momentum;
         ``beta1`` of ``torch.optim.Adam``'s ``betas``. Unused by the other optimisers.
