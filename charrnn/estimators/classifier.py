@@ -102,12 +102,8 @@ class CharRNNClassifier(ClassifierMixin, RecurrentEstimator):
         The optimiser's (peak) step size.
     optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
         Update rule, numerically as its namesake in ``torch.optim``.
-    beta_1 : float in [0, 1), default=0.9
-        Decay of Adam's (and AdamW's) running average of the gradient, its momentum;
-        ``beta1`` of ``torch.optim.Adam``'s ``betas``. Unused by the other optimisers.
-    beta_2 : float in [0, 1), default=0.999
-        Decay of Adam's (and AdamW's) running average of the squared gradient; ``beta2`` of
-        ``betas``. Unused by the other optimisers.
+    beta_1, beta_2 : float in [0, 1), default=0.9, 0.999
+        Adam's and AdamW's ``betas`` (as in ``torch.optim.Adam``); unused by other optimisers.
     weight_decay : float >= 0 or None, default=0.0
         An L2 penalty: ``weight_decay * w`` added to every weight's gradient, as
         ``torch.optim.Adam(weight_decay=...)`` does (the role of ``alpha`` in scikit-learn's

@@ -98,12 +98,8 @@ class RNNRegressor(RegressorMixin, RecurrentEstimator):
     batch_size : int, default=32
     learning_rate : float, default=3e-3
     optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"}, default="adam"
-    beta_1 : float in [0, 1), default=0.9
-        Decay of Adam's (and AdamW's) running average of the gradient, its momentum;
-        ``beta1`` of ``torch.optim.Adam``'s ``betas``. Unused by the other optimisers.
-    beta_2 : float in [0, 1), default=0.999
-        Decay of Adam's (and AdamW's) running average of the squared gradient; ``beta2`` of
-        ``betas``. Unused by the other optimisers.
+    beta_1, beta_2 : float in [0, 1), default=0.9, 0.999
+        Adam's and AdamW's ``betas`` (as in ``torch.optim.Adam``); unused by other optimisers.
     weight_decay : float >= 0 or None, default=0.0
     lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default="constant"
     clip_norm : float or None, default=5.0
