@@ -29,6 +29,7 @@ import click
 import numpy as np
 
 from charrnn import CharRNNGenerator
+from charrnn.cli.options import click_type, parameter_table
 from charrnn.data.corpora import read_text, resolve_corpus
 from charrnn.io import atomic_write
 
@@ -37,14 +38,16 @@ def _list(ctx, param, value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _value(text: str):
-    """``"5e-3"`` -> 5e-3, ``"2"`` -> 2, anything else stays a string."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def _value(name: str, text: str):
+    """``text`` read as the parameter ``name`` takes it, by the type ``charrnn train`` uses for
+    it (from the estimator's parameter table): ``"5e-3"`` -> 5e-3 for ``learning_rate``."""
+    table = parameter_table(CharRNNGenerator)
+    if name not in table:
+        raise click.UsageError(f"CharRNNGenerator has no parameter {name!r}")
+    try:
+        return click_type(table[name].rule, name).convert(text, None, None)
+    except click.BadParameter as err:
+        raise click.UsageError(f"{name}: {err.message}") from None
 
 
 def _settings(ctx, param, pairs: tuple[str, ...]) -> dict:
@@ -53,7 +56,7 @@ def _settings(ctx, param, pairs: tuple[str, ...]) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--set")
-        out[name.strip()] = _value(value.strip())
+        out[name.strip()] = _value(name.strip(), value.strip())
     return out
 
 
@@ -70,7 +73,7 @@ def _settings(ctx, param, pairs: tuple[str, ...]) -> dict:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(corpus, name, values, seeds, settings, chars, passes, json_path):
     """Validation nats/char after the same number of updates, per value and seed."""
-    values = [_value(v) for v in values]
+    values = [_value(name, v) for v in values]
     # the estimator's own checks name a bad parameter or value before any training
     for value in values:
         try:
